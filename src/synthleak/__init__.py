@@ -1,0 +1,12 @@
+"""synthleak: was this real image used to train the generator that made these synthetic images?"""
+__version__ = "0.1.0"
+
+
+def audit(*args, **kwargs):
+    """Run an audit (see synthleak.audit.run_audit)."""
+    from .audit import run_audit
+
+    return run_audit(*args, **kwargs)
+
+
+__all__ = ["__version__", "audit"]

@@ -1,0 +1,1 @@
+"""Attacks: turn features of real and synthetic images into membership scores."""

@@ -1,0 +1,58 @@
+"""On-disk cache for features and trained models, keyed by content hashes of the inputs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .runtime import default_cache_dir
+
+
+def cache_root(cache_dir: str | None) -> Path | None:
+    """None disables caching (cache_dir == 'none')."""
+    if cache_dir == "none":
+        return None
+    root = Path(cache_dir or default_cache_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def make_key(*parts) -> str:
+    """Stable hash of JSON-serialisable parts (config dicts, content keys, versions)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def cached_array(cache_dir: str | None, kind: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Return the cached array for (kind, key) or compute, store atomically and return it."""
+    root = cache_root(cache_dir)
+    if root is None:
+        return compute()
+    path = root / kind / f"{key}.npy"
+    if path.exists():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # a damaged cache entry is recomputed, never trusted
+    value = np.asarray(compute())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, value, allow_pickle=False)
+    os.replace(tmp, path)
+    return value
+
+
+def model_path(cache_dir: str | None, kind: str, key: str, suffix: str = ".safetensors") -> Path | None:
+    """Where a trained model for (kind, key) lives in the cache (None when caching is off)."""
+    root = cache_root(cache_dir)
+    if root is None:
+        return None
+    path = root / "models" / kind / f"{key}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,65 @@
+"""Configuration shared by every method: one dataclass the CLI fills and the library accepts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class MethodConfig:
+    """Options of one audit run. Method-specific knobs default to None = the method's own default."""
+
+    seed: int = 0
+    device: str = "cpu"
+    feature_space: str = "pixels"
+    # 'all' pools train/ and test/ generated images (one generator); 'train' uses train/generated only.
+    synthetic_pool: str = "all"
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    base_filters: int | None = None
+    vit_size: str = "base"
+    weights: str | None = None
+    encoder: str | None = None
+    clusters: int = 2
+    fit_on_test_generated: bool = False
+    # Cap on synthetic images used to *train* models (CPU runs); None = all.
+    max_train_images: int | None = None
+    cache_dir: str | None = None
+    n_folds: int = 5
+    workers: int = 2
+    quiet: bool = False
+    artifacts_dir: Path | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    def option(self, key: str, default=None, cast=str):
+        """A free-form `--set key=value` option, cast to the caller's type."""
+        if key not in self.options:
+            return default
+        try:
+            return cast(self.options[key])
+        except (TypeError, ValueError):
+            from .errors import SynthleakError
+
+            raise SynthleakError(f"--set {key}={self.options[key]!r}: expected a {cast.__name__}") from None
+
+
+@dataclass
+class PretrainConfig:
+    """`synthleak pretrain`: supervised encoder pre-training on a class-folder dataset."""
+
+    data: Path
+    arch: str
+    out: Path
+    epochs: int = 100
+    batch_size: int = 32
+    image_size: int | None = None
+    lr: float | None = None
+    vit_size: str = "base"
+    weights: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    force: bool = False
+    quiet: bool = False
+    max_images: int | None = None
+    options: dict[str, str] = field(default_factory=dict)

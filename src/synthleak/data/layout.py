@@ -1,0 +1,174 @@
+"""Finding the ImageCLEFmedical GANs layout on disk and loading it into an AuditData."""
+from __future__ import annotations
+
+import csv
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .images import ImageSet, load_folder
+
+GENERATED = "generated"
+REAL_USED = "real_used"
+REAL_NOT_USED = "real_not_used"
+REAL_UNKNOWN = "real_unknown"
+
+
+@dataclass
+class AuditData:
+    """Everything an audit may look at. Test labels are deliberately not part of it."""
+
+    generated: ImageSet
+    real_used: ImageSet | None = None
+    real_not_used: ImageSet | None = None
+    real_unknown: ImageSet | None = None
+    test_generated: ImageSet | None = None
+    groups: dict[str, str] | None = None
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_labelled(self) -> bool:
+        return bool(self.real_used is not None and self.real_not_used is not None
+                    and len(self.real_used) and len(self.real_not_used))
+
+    def synthetic(self, pool: str = "all") -> ImageSet:
+        """Synthetic images to compare against.
+
+        'all' pools train and test generated images (one generator, as in the 2025 task and
+        bench-iqoth); 'train' uses only train/generated.
+        """
+        if pool == "train" or self.test_generated is None:
+            return self.generated
+        if pool != "all":
+            raise ValueError(f"unknown synthetic pool {pool!r}")
+        return ImageSet.concat([self.generated, self.test_generated])
+
+    def labelled(self) -> tuple[ImageSet, np.ndarray]:
+        """Labelled reals (used first, then not used) and their labels (1 = used)."""
+        if not self.has_labelled:
+            raise DataError("this method needs labelled reals (real_used/ and real_not_used/), none were found")
+        images = ImageSet.concat([self.real_used, self.real_not_used])
+        y = np.r_[np.ones(len(self.real_used), int), np.zeros(len(self.real_not_used), int)]
+        return images, y
+
+    def labelled_groups(self) -> np.ndarray | None:
+        """Group (e.g. patient) of each labelled real, or None when no groups file was given."""
+        if self.groups is None or not self.has_labelled:
+            return None
+        images, _ = self.labelled()
+        return np.array([self.groups.get(i, f"__id__{i}") for i in images.ids])
+
+
+def _optional(folder: Path, name: str, required: bool = False) -> ImageSet | None:
+    path = folder / name
+    if not path.exists():
+        if required:
+            raise DataError(f"{path}: folder does not exist")
+        return None
+    return load_folder(path)
+
+
+def read_groups(path: Path) -> dict[str, str]:
+    """`<id or file name>,<group>` per line, no header; ids are file stems."""
+    groups: dict[str, str] = {}
+    try:
+        with open(path, newline="") as f:
+            for n, row in enumerate(csv.reader(f), 1):
+                if not row or not "".join(row).strip():
+                    continue
+                if len(row) != 2:
+                    raise DataError(f"{path}:{n}: expected '<id>,<group>', got {','.join(row)!r}")
+                groups[Path(row[0].strip()).stem] = row[1].strip()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read groups file ({exc.strerror})") from None
+    if not groups:
+        raise DataError(f"{path}: groups file is empty")
+    return groups
+
+
+def discover(
+    data: str | Path | None = None,
+    train: str | Path | None = None,
+    test: str | Path | None = None,
+    groups: str | Path | None = None,
+    need_unknown: bool = True,
+) -> AuditData:
+    """Find and load the challenge layout.
+
+    Accepted forms: DATA with generated/, real_used/, real_not_used/, real_unknown/; DATA with
+    train/ and test/ subfolders; or explicit --train and --test folders (each with generated/).
+    """
+    if data is None and (train is None or test is None):
+        raise DataError("give a data folder, or both --train DIR and --test DIR")
+    if data is not None and (train is not None or test is not None):
+        raise DataError("give either a data folder or --train/--test, not both")
+    if data is not None:
+        root = Path(data)
+        if not root.exists():
+            raise DataError(f"{root}: folder does not exist")
+        if not root.is_dir():
+            raise DataError(f"{root}: not a folder")
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            train, test = root / "train", root / "test"
+        elif (root / GENERATED).is_dir():
+            train = test = root
+        else:
+            raise DataError(
+                f"{root}: no challenge layout found (expected generated/ and real_* folders, or train/ and test/)"
+            )
+    train, test = Path(train), Path(test)
+    for p in (train, test):
+        if not p.is_dir():
+            raise DataError(f"{p}: folder does not exist")
+    generated = _optional(train, GENERATED, required=True)
+    used = _optional(train, REAL_USED)
+    not_used = _optional(train, REAL_NOT_USED)
+    if (used is None) != (not_used is None):
+        missing = REAL_NOT_USED if not_used is None else REAL_USED
+        raise DataError(f"{train / missing}: folder missing (labelled reals need both real_used/ and real_not_used/)")
+    unknown = _optional(test, REAL_UNKNOWN, required=need_unknown)
+    test_generated = None
+    if test != train:
+        test_generated = _optional(test, GENERATED)
+    audit = AuditData(
+        generated=generated,
+        real_used=used,
+        real_not_used=not_used,
+        real_unknown=unknown,
+        test_generated=test_generated,
+        source=str(data if data is not None else f"{train} + {test}"),
+    )
+    _check_ids(audit)
+    if groups is not None:
+        audit.groups = read_groups(Path(groups))
+    resized = sum(s.resized for s in _sets(audit))
+    if resized:
+        audit.notes.append(f"{resized} images were not 256x256 and were resized")
+    return audit
+
+
+def _sets(audit: AuditData) -> list[ImageSet]:
+    return [s for s in (audit.generated, audit.test_generated, audit.real_used, audit.real_not_used,
+                        audit.real_unknown) if s is not None]
+
+
+def _check_ids(audit: AuditData) -> None:
+    """Real image ids must be unique across real folders: run files and labels are keyed by id."""
+    seen: dict[str, Path] = {}
+    for s in (audit.real_used, audit.real_not_used, audit.real_unknown):
+        if s is None:
+            continue
+        for i, name in zip(s.ids, s.names):
+            where = (s.folder / name) if s.folder else Path(name)
+            if i in seen:
+                raise DataError(f"{where}: duplicate image id {i!r} (also {seen[i]})")
+            seen[i] = where
+    if audit.real_unknown is not None and audit.has_labelled:
+        labelled_hashes = set(audit.real_used.hashes) | set(audit.real_not_used.hashes)
+        overlap = sum(h in labelled_hashes for h in audit.real_unknown.hashes)
+        if overlap:
+            warnings.warn(f"{overlap} real_unknown images are pixel-identical to labelled reals", stacklevel=3)

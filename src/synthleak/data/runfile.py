@@ -1,0 +1,169 @@
+"""Run files (`<id>,<0|1>`), score files (`<id>,<score>`), label files, and atomic writes."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, OutputExistsError
+from .images import list_images, natural_key
+
+
+def check_writable(path: str | Path, force: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
+    if path.exists() and path.is_dir():
+        raise OutputExistsError(f"{path}: is a folder, expected a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise DataError(f"{parent}: output folder does not exist")
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, force: bool = False) -> Path:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path = check_writable(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:
+    path = check_writable(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def format_rows(ids: list[str], values, fmt: str) -> str:
+    order = sorted(range(len(ids)), key=lambda i: natural_key(ids[i]))
+    buf = io.StringIO()
+    for i in order:
+        buf.write(f"{ids[i]},{format(values[i], fmt)}\n")
+    return buf.getvalue()
+
+
+def run_text(ids: list[str], predictions) -> str:
+    preds = np.asarray(predictions).astype(int)
+    if not set(np.unique(preds)) <= {0, 1}:
+        raise ValueError("predictions must be 0 or 1")
+    return format_rows(ids, preds, "d")
+
+
+def scores_text(ids: list[str], scores) -> str:
+    scores = np.asarray(scores, dtype=float)
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
+    return format_rows(ids, scores, ".8g")
+
+
+def _read_rows(path: Path, what: str) -> list[tuple[int, str, str]]:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc})") from None
+    rows = []
+    for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2:
+            raise DataError(f"{path}:{n}: expected '<id>,<value>', got {','.join(row)!r}")
+        rows.append((n, row[0].strip(), row[1].strip()))
+    if not rows:
+        raise DataError(f"{path}: {what} is empty")
+    return rows
+
+
+def read_scores_or_run(path: str | Path) -> tuple[dict[str, float], bool]:
+    """Read a run or scores file; returns ({id: value}, is_binary_run). Ids may carry an extension."""
+    path = Path(path)
+    out: dict[str, float] = {}
+    for n, key, value in _read_rows(path, "run/scores file"):
+        ident = _strip_ext(key)
+        try:
+            v = float(value)
+        except ValueError:
+            raise DataError(f"{path}:{n}: value {value!r} is not a number") from None
+        if not math.isfinite(v):
+            raise DataError(f"{path}:{n}: value {value!r} is not finite")
+        if ident in out:
+            raise DataError(f"{path}:{n}: duplicate id {ident!r}")
+        out[ident] = v
+    binary = all(v in (0.0, 1.0) for v in out.values()) and all(
+        value in ("0", "1") for _, _, value in _read_rows(path, "run/scores file"))
+    return out, binary
+
+
+def read_labels(path: str | Path) -> dict[str, int]:
+    """`<id or file name>,<0|1>` per line, no header."""
+    path = Path(path)
+    out: dict[str, int] = {}
+    for n, key, value in _read_rows(path, "labels file"):
+        if value not in ("0", "1"):
+            raise DataError(f"{path}:{n}: label must be 0 or 1, got {value!r}")
+        ident = _strip_ext(key)
+        if ident in out:
+            raise DataError(f"{path}:{n}: duplicate id {ident!r}")
+        out[ident] = int(value)
+    return out
+
+
+def _strip_ext(key: str) -> str:
+    p = Path(key)
+    return p.stem if p.suffix.lower() in (".png", ".jpg", ".jpeg") else key
+
+
+def validate_run(run_path: str | Path, test_dir: str | Path) -> int:
+    """Check a run file against a test folder (its real_unknown/ or the folder itself); returns row count."""
+    run_path, test_dir = Path(run_path), Path(test_dir)
+    folder = test_dir / "real_unknown" if (test_dir / "real_unknown").is_dir() else test_dir
+    expected = {p.stem for p in list_images(folder)}
+    rows = _read_rows(run_path, "run file")
+    seen: set[str] = set()
+    for n, key, value in rows:
+        ident = _strip_ext(key)
+        if value not in ("0", "1"):
+            raise DataError(f"{run_path}:{n}: prediction must be 0 or 1, got {value!r}")
+        if ident not in expected:
+            raise DataError(f"{run_path}:{n}: id {key!r} is not an image of {folder}")
+        if ident in seen:
+            raise DataError(f"{run_path}:{n}: id {key!r} appears twice")
+        seen.add(ident)
+    missing = sorted(expected - seen, key=natural_key)
+    if missing:
+        raise DataError(f"{run_path}: {len(missing)} test images have no prediction (first: {missing[0]!r})")
+    return len(rows)
+
+
+def align(values: dict[str, float], labels: dict[str, int], source: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Pair predictions with labels by id; every labelled id must be present."""
+    missing = [i for i in labels if i not in values]
+    if missing:
+        raise DataError(f"{source}: {len(missing)} labelled ids have no value (first: {missing[0]!r})")
+    extra = [i for i in values if i not in labels]
+    if extra:
+        raise DataError(f"{source}: {len(extra)} ids have no label (first: {extra[0]!r})")
+    ids = sorted(labels, key=natural_key)
+    return ids, np.array([values[i] for i in ids]), np.array([labels[i] for i in ids])

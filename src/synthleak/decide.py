@@ -1,0 +1,119 @@
+"""Turning continuous scores into 0/1 decisions, and the cross-validation folds used everywhere.
+
+Thresholds are chosen on labelled reals only: to maximise Cohen's kappa (default) or F1, at a target
+false-positive rate, or at an expected member rate. `cv_decisions` estimates how good the decision
+will be on unseen images by choosing the threshold on k-1 folds and applying it to the held-out one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import cohen_kappa_score, f1_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+OBJECTIVES = ("kappa", "f1")
+
+
+def cv_folds(y: np.ndarray, groups: np.ndarray | None = None, n_splits: int = 5, seed: int = 0):
+    """Stratified (and group-aware when groups are given) folds: list of (train_idx, val_idx)."""
+    y = np.asarray(y)
+    n_splits = int(max(2, min(n_splits, np.bincount(y, minlength=2).min())))
+    if groups is not None:
+        n_groups = len(np.unique(groups))
+        n_splits = max(2, min(n_splits, n_groups))
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        return list(splitter.split(np.zeros(len(y)), y, groups))
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def _candidates(scores: np.ndarray) -> np.ndarray:
+    u = np.unique(scores)
+    if len(u) == 1:
+        return u
+    mids = (u[:-1] + u[1:]) / 2
+    return np.r_[u[0] - 1e-12, mids, u[-1] + 1e-12]
+
+
+def best_threshold(scores: np.ndarray, y: np.ndarray, objective: str = "kappa") -> float:
+    """Threshold t (predict 1 when score >= t) maximising kappa or F1 on these labelled scores."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}")
+    scores, y = np.asarray(scores, float), np.asarray(y, int)
+    cands = _candidates(scores)
+    if len(cands) > 512:  # quantile grid keeps this O(n) per candidate set on large label sets
+        cands = np.unique(np.quantile(scores, np.linspace(0, 1, 513)))
+    metric = cohen_kappa_score if objective == "kappa" else (lambda a, b: f1_score(a, b, zero_division=0))
+    best_t, best_v = float(np.median(scores)), -np.inf
+    for t in cands:
+        pred = (scores >= t).astype(int)
+        if pred.min() == pred.max() and objective == "kappa":
+            v = 0.0
+        else:
+            v = metric(y, pred)
+        if v > best_v + 1e-12:
+            best_t, best_v = float(t), v
+    return best_t
+
+
+def threshold_at_fpr(scores: np.ndarray, y: np.ndarray, target_fpr: float) -> float:
+    """Smallest threshold whose FPR on the labelled non-members is at most target_fpr."""
+    neg = np.sort(np.asarray(scores, float)[np.asarray(y) == 0])
+    if len(neg) == 0:
+        raise ValueError("no labelled non-members to set an FPR threshold")
+    k = int(np.floor(target_fpr * len(neg)))  # number of negatives allowed at or above the threshold
+    if k <= 0:
+        return float(np.nextafter(neg[-1], np.inf))
+    return float(neg[len(neg) - k])
+
+
+def threshold_at_rate(scores: np.ndarray, member_rate: float) -> float:
+    """Threshold flagging the top `member_rate` share of these scores as members."""
+    if not 0 < member_rate < 1:
+        raise ValueError("member rate must be in (0, 1)")
+    return float(np.quantile(np.asarray(scores, float), 1 - member_rate))
+
+
+@dataclass
+class DecisionRule:
+    """How to binarise: mode in {'kappa', 'f1', 'fpr', 'rate'}."""
+
+    mode: str = "kappa"
+    target_fpr: float = 0.01
+    member_rate: float = 0.5
+
+    def fit(self, scores: np.ndarray | None, y: np.ndarray | None, unlabelled: np.ndarray | None = None) -> float:
+        if self.mode in OBJECTIVES:
+            if scores is None or y is None:
+                # Without labelled reals only the member-rate rule is possible.
+                return threshold_at_rate(unlabelled, self.member_rate)
+            return best_threshold(scores, y, self.mode)
+        if self.mode == "fpr":
+            if scores is None or y is None:
+                raise ValueError("--decision fpr needs labelled reals")
+            return threshold_at_fpr(scores, y, self.target_fpr)
+        if self.mode == "rate":
+            pool = unlabelled if unlabelled is not None else scores
+            return threshold_at_rate(pool, self.member_rate)
+        raise ValueError(f"unknown decision mode {self.mode!r}")
+
+    def describe(self) -> str:
+        if self.mode in OBJECTIVES:
+            return f"threshold maximising {self.mode} on the labelled reals"
+        if self.mode == "fpr":
+            return f"threshold at {self.target_fpr:g} FPR on the labelled non-members"
+        return f"top {self.member_rate:.0%} of test scores flagged as members"
+
+
+def cv_decisions(scores: np.ndarray, y: np.ndarray, rule: DecisionRule, folds) -> np.ndarray:
+    """Out-of-fold 0/1 decisions: each fold's threshold is chosen on the other folds only."""
+    scores, y = np.asarray(scores, float), np.asarray(y, int)
+    pred = np.zeros(len(y), dtype=int)
+    for train_idx, val_idx in folds:
+        if rule.mode == "rate":
+            t = threshold_at_rate(scores[train_idx], rule.member_rate)
+        else:
+            t = rule.fit(scores[train_idx], y[train_idx])
+        pred[val_idx] = (scores[val_idx] >= t).astype(int)
+    return pred

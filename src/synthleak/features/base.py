@@ -1,0 +1,48 @@
+"""The feature-extractor interface every feature space implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from ..cache import cached_array, make_key
+from ..config import MethodConfig
+from ..data.images import ImageSet
+
+
+class FeatureExtractor(ABC):
+    """Maps uint8 gray images [n, 256, 256] to float32 features [n, d].
+
+    `fit` may train a model on synthetic images (never on labelled or test reals); extractors that
+    need no training ignore it. `cache_key` must change whenever the features would change
+    (config, trained weights), so features can be cached by image content hash.
+    """
+
+    name: str = "base"
+    #: standardise features (z-score on the synthetic set) before distances
+    scale: bool = False
+    #: True when fit() trains something (then fit is required before transform)
+    trainable: bool = False
+
+    def __init__(self, cfg: MethodConfig):
+        self.cfg = cfg
+
+    def fit(self, synthetic: ImageSet) -> "FeatureExtractor":
+        return self
+
+    @abstractmethod
+    def transform(self, images: ImageSet) -> np.ndarray:
+        """float32 [n, d] features."""
+
+    def feature_names(self) -> list[str] | None:
+        return None
+
+    def cache_key(self) -> str:
+        """Identity of the feature mapping (config + weights); override for trained extractors."""
+        return make_key(self.name)
+
+    def extract(self, images: ImageSet) -> np.ndarray:
+        """transform() with the on-disk cache keyed by extractor identity and image content."""
+        key = make_key(self.cache_key(), images.content_key())
+        feats = cached_array(self.cfg.cache_dir, f"features/{self.name}", key, lambda: self.transform(images))
+        return np.asarray(feats, dtype=np.float32)

@@ -1,0 +1,106 @@
+"""The method (recipe) interface: data + config in, continuous membership scores out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import MethodConfig
+from ..data.images import ImageSet
+from ..data.layout import AuditData
+from ..decide import cv_folds
+
+
+@dataclass
+class Signal:
+    """Scores of one signal: out-of-fold on the labelled reals (order of AuditData.labelled()) and test."""
+
+    labelled: np.ndarray | None
+    test: np.ndarray | None
+
+
+@dataclass
+class MethodResult:
+    """What a method returns. Higher score = more likely used (member).
+
+    labelled_scores must be honest for the labelled reals: out-of-fold or cross-fitted whenever the
+    method fitted anything on labelled reals, so that CV metrics computed from them are unbiased.
+    """
+
+    test_scores: np.ndarray | None
+    labelled_scores: np.ndarray | None = None
+    #: what each model was trained on, recorded in outputs (e.g. {"autoencoder": "train/generated (2000)"})
+    trained_on: dict[str, Any] = field(default_factory=dict)
+    #: sub-signals reported beside the main score (e.g. reconstruction error, critic output)
+    variants: dict[str, Signal] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    artifacts: list[Path] = field(default_factory=list)
+    #: optional: for each test image, indices into the synthetic set of its nearest neighbours (report)
+    neighbours: np.ndarray | None = None
+
+
+MethodFn = Callable[[AuditData, MethodConfig], MethodResult]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    target: str  # "module:function" with signature (AuditData, MethodConfig) -> MethodResult
+    description: str
+    uses_synthetic: bool = True
+    needs_labelled: bool = False
+    #: excluded from `--method all` (too slow for a default comparison)
+    slow: bool = False
+
+
+def training_synthetic(data: AuditData, cfg: MethodConfig) -> tuple[ImageSet, str]:
+    """Synthetic images models may be trained on, and a description for the output record.
+
+    Default: train/generated only; --fit-on-test-generated adds test/generated. --max-train-images
+    takes a seeded random subset (CPU budgets).
+    """
+    images = data.generated
+    desc = f"train/generated ({len(images)})"
+    if cfg.fit_on_test_generated and data.test_generated is not None:
+        images = ImageSet.concat([data.generated, data.test_generated])
+        desc = f"train/generated + test/generated ({len(images)})"
+    if cfg.max_train_images and len(images) > cfg.max_train_images:
+        rng = np.random.default_rng(cfg.seed)
+        idx = np.sort(rng.choice(len(images), cfg.max_train_images, replace=False))
+        images = images.subset(idx)
+        desc += f", random subset of {cfg.max_train_images}"
+    return images, desc
+
+
+def labelled_folds(data: AuditData, cfg: MethodConfig):
+    """The CV folds over AuditData.labelled() that every method and the decision step share."""
+    _, y = data.labelled()
+    return cv_folds(y, data.labelled_groups(), cfg.n_folds, cfg.seed)
+
+
+def cross_fitted_classifier(
+    x_labelled: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray | None,
+    make_model: Callable[[], Any],
+    folds,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Out-of-fold P(used) for labelled rows and P(used) for test rows from a model fit on all labelled.
+
+    `make_model()` returns a fresh scikit-learn style classifier (fit / predict_proba). Anything that
+    learns from labels (feature selection, scaling) must live inside that model (a Pipeline), so it is
+    refit on each training fold and never sees the held-out fold's labels.
+    """
+    oof = np.zeros(len(y), dtype=float)
+    for train_idx, val_idx in folds:
+        model = make_model()
+        model.fit(x_labelled[train_idx], y[train_idx])
+        oof[val_idx] = model.predict_proba(x_labelled[val_idx])[:, 1]
+    test = None
+    if x_test is not None and len(x_test):
+        model = make_model()
+        model.fit(x_labelled, y)
+        test = model.predict_proba(x_test)[:, 1]
+    return oof, test

@@ -1,0 +1,119 @@
+"""Distance-based attacks: nearest synthetic neighbour (GAN-Leaks), calibrated, and the real-only control."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..attacks.knn import NeighbourIndex, leave_group_out_distance
+from ..config import MethodConfig
+from ..data.images import ImageSet
+from ..data.layout import AuditData
+from ..errors import SynthleakError
+from ..features import get_extractor
+from ..runtime import log
+from .base import MethodResult, training_synthetic
+
+
+def embed(data: AuditData, cfg: MethodConfig, need_synthetic: bool = True):
+    """Features of synthetic, labelled and test reals in cfg.feature_space (fit on synthetic if needed).
+
+    Returns (synthetic_features or None, labelled_features or None, test_features or None, extractor, record).
+    """
+    extractor = get_extractor(cfg.feature_space, cfg)
+    record: dict = {}
+    if extractor.trainable:
+        train_images, desc = training_synthetic(data, cfg)
+        extractor.fit(train_images)
+        record[f"{cfg.feature_space} feature model"] = desc
+    syn = extractor.extract(data.synthetic(cfg.synthetic_pool)) if need_synthetic else None
+    lab = extractor.extract(data.labelled()[0]) if data.has_labelled else None
+    test = extractor.extract(data.real_unknown) if data.real_unknown is not None else None
+    if extractor.scale:
+        # z-score with statistics of the synthetic set (or the reals when the method never sees it),
+        # so every feature contributes comparably to the Euclidean distance.
+        ref = syn if syn is not None else np.concatenate([a for a in (lab, test) if a is not None])
+        mu, sd = ref.mean(0), ref.std(0)
+        sd[sd < 1e-8] = 1.0
+        syn, lab, test = ((a - mu) / sd if a is not None else None for a in (syn, lab, test))
+    return syn, lab, test, extractor, record
+
+
+def _k(cfg: MethodConfig) -> int:
+    k = cfg.option("k", 1, int)
+    if k < 1:
+        raise SynthleakError("--set k=N: N must be at least 1")
+    return k
+
+
+def _self_groups(data: AuditData) -> np.ndarray:
+    """Group of each labelled real: its patient when known, else the image itself."""
+    groups = data.labelled_groups()
+    if groups is None:
+        groups = np.array(data.labelled()[0].ids)
+    return groups
+
+
+def run_nearest(data: AuditData, cfg: MethodConfig) -> MethodResult:
+    syn, lab, test, _, record = embed(data, cfg)
+    index = NeighbourIndex(syn)
+    k = _k(cfg)
+    result = MethodResult(test_scores=None, trained_on=record)
+    if lab is not None:
+        result.labelled_scores = -index.search(lab, k)[0].mean(1)
+    if test is not None:
+        d, idx = index.search(test, max(k, 3))
+        result.test_scores = -d[:, :k].mean(1)
+        result.neighbours = idx[:, :3]
+    result.notes.append(f"distance to the nearest of {len(syn)} synthetic images in '{cfg.feature_space}' space")
+    return result
+
+
+def run_nearest_calibrated(data: AuditData, cfg: MethodConfig) -> MethodResult:
+    """Score = d(x, real non-members) - d(x, synthetic): membership beyond mere typicality.
+
+    The labelled non-members are both the reference set and scored rows, so each labelled real is
+    compared with the reference set minus itself (and minus its patient when groups are known).
+    """
+    if not data.has_labelled:
+        raise SynthleakError("nearest-calibrated needs labelled real_not_used/ images as its reference set")
+    syn, lab, test, _, record = embed(data, cfg)
+    k = _k(cfg)
+    index = NeighbourIndex(syn)
+    _, y = data.labelled()
+    ref = lab[y == 0]
+    groups = _self_groups(data)
+    result = MethodResult(test_scores=None, trained_on=record)
+    result.labelled_scores = -index.search(lab, k)[0].mean(1) + leave_group_out_distance(
+        lab, groups, ref, groups[y == 0], k)
+    if test is not None:
+        d, idx = index.search(test, max(k, 3))
+        result.test_scores = -d[:, :k].mean(1) + NeighbourIndex(ref).search(test, k)[0].mean(1)
+        result.neighbours = idx[:, :3]
+    result.notes.append(f"reference set: {len(ref)} labelled real_not_used images (leave-one-out for labelled rows)")
+    return result
+
+
+def run_control_real_only(data: AuditData, cfg: MethodConfig) -> MethodResult:
+    """Never looks at a synthetic image: d(x, real_not_used) - d(x, real_used).
+
+    A high AUC here means membership leaks through the labelled reals themselves (same patient or
+    scanner in both splits), not through the generator.
+    """
+    if not data.has_labelled:
+        raise SynthleakError("control-real-only needs labelled reals (real_used/ and real_not_used/)")
+    _, lab, test, _, record = embed(data, cfg, need_synthetic=False)
+    _, y = data.labelled()
+    k = _k(cfg)
+    groups = _self_groups(data)
+    used, not_used = lab[y == 1], lab[y == 0]
+    result = MethodResult(test_scores=None, trained_on=record)
+    result.labelled_scores = (
+        -leave_group_out_distance(lab, groups, used, groups[y == 1], k)
+        + leave_group_out_distance(lab, groups, not_used, groups[y == 0], k)
+    )
+    if test is not None:
+        result.test_scores = (-NeighbourIndex(used).search(test, k)[0].mean(1)
+                              + NeighbourIndex(not_used).search(test, k)[0].mean(1))
+    result.notes.append("control: uses labelled reals only, never synthetic images")
+    return result
+
+

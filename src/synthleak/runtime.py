@@ -1,0 +1,76 @@
+"""Seeding, device choice and progress reporting shared by every module."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import SynthleakError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so the same inputs and seed give the same outputs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def choose_device(requested: str | None = None) -> str:
+    """'auto'/None picks CUDA when available, else CPU; an explicit device is validated."""
+    import torch
+
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise SynthleakError(f"--device {requested}: CUDA is not available on this machine (use --device cpu)")
+    if requested not in ("cpu",) and not requested.startswith(("cuda", "mps")):
+        raise SynthleakError(f"--device {requested}: unknown device (use auto, cpu or cuda[:N])")
+    return requested
+
+
+def torch_generator(seed: int, device: str = "cpu"):
+    import torch
+
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed)
+    return g
+
+
+@dataclass
+class Progress:
+    """Minimal progress lines on stderr (epochs, items/s); silent when quiet."""
+
+    label: str
+    total: int | None = None
+    quiet: bool = False
+    _start: float = field(default_factory=time.perf_counter)
+
+    def update(self, done: int, extra: str = "") -> None:
+        if self.quiet:
+            return
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        rate = done / elapsed
+        of = f"/{self.total}" if self.total else ""
+        msg = f"[{self.label}] {done}{of} ({rate:.1f}/s, {elapsed:.0f}s)"
+        if extra:
+            msg += f" {extra}"
+        print(msg, file=sys.stderr, flush=True)
+
+
+def log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("SYNTHLEAK_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "synthleak"))
