@@ -20,15 +20,16 @@ def check_writable(path: str | Path, force: bool) -> Path:
         raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
     if path.exists() and path.is_dir():
         raise OutputExistsError(f"{path}: is a folder, expected a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise DataError(f"{parent}: output folder does not exist")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise DataError(f"{parent}: is a file, cannot write {path.name} inside it")
     return path
 
 
 def atomic_write_text(path: str | Path, text: str, force: bool = False) -> Path:
     """Write via a temporary file in the same folder and rename, so readers never see half a file."""
     path = check_writable(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
     try:
         with os.fdopen(fd, "w", newline="") as f:
@@ -43,6 +44,7 @@ def atomic_write_text(path: str | Path, text: str, force: bool = False) -> Path:
 
 def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:
     path = check_writable(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
     try:
         with os.fdopen(fd, "wb") as f:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,3 +48,22 @@ class FeatureExtractor(ABC):
         key = make_key(self.cache_key(), images.content_key())
         feats = cached_array(self.cfg.cache_dir, f"features/{self.name}", key, lambda: self.transform(images))
         return np.asarray(feats, dtype=np.float32)
+
+
+@dataclass
+class EncoderSpec:
+    """What an encoder architecture hands to `synthleak pretrain` (see features.ENCODER_ARCHS).
+
+    `encoder` maps float tensors [B, 1, S, S] in [0, 1] (S = input_size) to [B, out_dim] features and
+    has an `out_dim` attribute. `meta` is whatever is needed to rebuild the same encoder (stored in
+    the checkpoint). Optimiser / schedule / augmentation defaults are per architecture.
+    """
+
+    encoder: Any
+    input_size: int
+    meta: dict
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    step_size: int = 10
+    gamma: float = 0.5
+    augment: str = "light"  # 'light': affine + intensity jitter; 'strong': + blur + random erasing

@@ -1,0 +1,270 @@
+"""The audit: load data, run methods, decide, measure, write run files. The CLI is a thin shell over this."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import MethodConfig
+from .data.layout import AuditData, discover
+from .data.runfile import atomic_write_text, check_writable, read_labels, run_text, scores_text
+from .decide import DecisionRule, cv_decisions
+from .errors import DataError, SynthleakError
+from .methods import CONTROL, METHODS, MethodResult, get_method, run_method
+from .methods.base import labelled_folds
+from .metrics import Metric, evaluate, score_metrics
+from .runtime import log, seed_everything
+
+#: control AUC (CV on labelled reals) above which the audit warns that labels leak through the reals
+CONTROL_WARN_AUC = 0.6
+
+
+@dataclass
+class MethodReport:
+    name: str
+    seconds: float = 0.0
+    result: MethodResult | None = None
+    cv: dict[str, Metric] | None = None
+    threshold: float | None = None
+    test_pred: np.ndarray | None = None
+    test: dict[str, Metric] | None = None
+    error: str | None = None
+    variants_cv_auc: dict[str, float] = field(default_factory=dict)
+    variants_test_auc: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AuditReport:
+    data: AuditData
+    methods: list[MethodReport]
+    decision: DecisionRule
+    warnings: list[str] = field(default_factory=list)
+    control: MethodReport | None = None
+
+    def by_name(self, name: str) -> MethodReport:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def expand_methods(spec: str | list[str]) -> list[str]:
+    """'all' = every method; 'quick' = every method not marked slow; else a comma-separated list."""
+    names = spec if isinstance(spec, list) else [s.strip() for s in spec.split(",") if s.strip()]
+    out: list[str] = []
+    for n in names:
+        if n == "all":
+            out += list(METHODS)
+        elif n == "quick":
+            out += [m for m, s in METHODS.items() if not s.slow]
+        else:
+            get_method(n)
+            out.append(n)
+    seen: set[str] = set()
+    return [m for m in out if not (m in seen or seen.add(m))]
+
+
+def output_paths(out: Path, method: str, multiple: bool, scores: Path | None) -> dict[str, Path]:
+    """RUN.csv (+ RUN.scores.csv, RUN.json); with several methods RUN.<method>.csv and so on."""
+    base = out.with_suffix("") if out.suffix else out
+    stem = f"{base}.{method}" if multiple else str(base)
+    return {
+        "run": Path(f"{stem}.csv") if multiple else out,
+        "scores": Path(f"{stem}.scores.csv") if (multiple or scores is None) else scores,
+        "summary": Path(f"{stem}.json"),
+    }
+
+
+def _test_labels(labels: str | Path | dict | None, data: AuditData) -> np.ndarray | None:
+    """Test labels aligned with real_unknown, read only to report metrics, never given to a method."""
+    if labels is None or data.real_unknown is None:
+        return None
+    table = labels if isinstance(labels, dict) else read_labels(labels)
+    missing = [i for i in data.real_unknown.ids if i not in table]
+    if missing:
+        raise DataError(f"{labels}: {len(missing)} test images have no label (first: {missing[0]!r})")
+    return np.array([table[i] for i in data.real_unknown.ids])
+
+
+def _score(report: MethodReport, data: AuditData, cfg: MethodConfig, rule: DecisionRule,
+           y_test: np.ndarray | None, n_boot: int) -> None:
+    res = report.result
+    y_lab = data.labelled()[1] if data.has_labelled else None
+    if res.labelled_scores is not None and y_lab is not None:
+        folds = labelled_folds(data, cfg)
+        cv_pred = cv_decisions(res.labelled_scores, y_lab, rule, folds)
+        report.cv = evaluate(y_lab, cv_pred, res.labelled_scores, n_boot=n_boot, seed=cfg.seed)
+        report.threshold = rule.fit(res.labelled_scores, y_lab, res.test_scores)
+    elif res.test_scores is not None:
+        report.threshold = rule.fit(None, None, res.test_scores)
+    if res.test_scores is not None:
+        report.test_pred = (res.test_scores >= report.threshold).astype(int)
+        if y_test is not None:
+            report.test = evaluate(y_test, report.test_pred, res.test_scores, n_boot=n_boot, seed=cfg.seed)
+    for name, sig in res.variants.items():
+        if sig.labelled is not None and y_lab is not None:
+            report.variants_cv_auc[name] = score_metrics(y_lab, sig.labelled)["auc"]
+        if sig.test is not None and y_test is not None:
+            report.variants_test_auc[name] = score_metrics(y_test, sig.test)["auc"]
+
+
+def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int,
+            keep_going: bool) -> MethodReport:
+    report = MethodReport(name)
+    seed_everything(cfg.seed)
+    start = time.perf_counter()
+    try:
+        report.result = run_method(name, data, cfg)
+    except SynthleakError as exc:
+        if not keep_going:
+            raise
+        report.error = str(exc)
+        log(f"{name}: skipped: {exc}", cfg.quiet)
+        return report
+    report.seconds = time.perf_counter() - start
+    _check_result(name, report.result, data)
+    _score(report, data, cfg, rule, y_test, n_boot)
+    return report
+
+
+def _check_result(name: str, res: MethodResult, data: AuditData) -> None:
+    """A method returning misaligned or non-finite scores is a bug: fail loudly, never write it."""
+    if data.real_unknown is not None:
+        if res.test_scores is None or len(res.test_scores) != len(data.real_unknown):
+            raise RuntimeError(f"method {name} returned no or misaligned test scores")
+        if not np.all(np.isfinite(res.test_scores)):
+            raise RuntimeError(f"method {name} returned non-finite test scores")
+    if res.labelled_scores is not None:
+        if len(res.labelled_scores) != len(data.labelled()[0]) or not np.all(np.isfinite(res.labelled_scores)):
+            raise RuntimeError(f"method {name} returned misaligned or non-finite labelled scores")
+
+
+def run_audit(
+    data: str | Path | AuditData | None = None,
+    *,
+    train: str | Path | None = None,
+    test: str | Path | None = None,
+    methods: str | list[str] = "nearest",
+    cfg: MethodConfig | None = None,
+    decision: DecisionRule | None = None,
+    labels: str | Path | dict | None = None,
+    groups: str | Path | None = None,
+    out: str | Path | None = None,
+    scores_out: str | Path | None = None,
+    force: bool = False,
+    id_style: str = "stem",
+    n_boot: int = 1000,
+    check_control: bool = True,
+) -> AuditReport:
+    """Audit a challenge-layout folder. Returns the report; writes run/score files when `out` is given."""
+    cfg = cfg or MethodConfig()
+    rule = decision or DecisionRule()
+    names = expand_methods(methods)
+    multiple = len(names) > 1
+    paths: dict[str, dict[str, Path]] = {}
+    if out is not None:
+        # Refuse to overwrite before any expensive work, not after it.
+        for n in names:
+            paths[n] = output_paths(Path(out), n, multiple, Path(scores_out) if scores_out else None)
+            for p in paths[n].values():
+                check_writable(p, force)
+    audit_data = data if isinstance(data, AuditData) else discover(data, train, test, groups)
+    if out is not None and audit_data.real_unknown is None:
+        raise DataError("no real_unknown/ images to write a run file for")
+    y_test = _test_labels(labels, audit_data)
+    report = AuditReport(audit_data, [], rule)
+    report.warnings += audit_data.notes
+    if not audit_data.has_labelled:
+        report.warnings.append("no labelled reals: thresholds use the expected member rate "
+                               f"({rule.member_rate:.0%}) and no CV metrics can be given")
+    for n in names:
+        log(f"running {n} ...", cfg.quiet)
+        report.methods.append(run_one(n, audit_data, cfg, rule, y_test, n_boot, keep_going=multiple))
+    if check_control and audit_data.has_labelled:
+        control = next((m for m in report.methods if m.name == CONTROL and m.result is not None), None)
+        if control is None:
+            control = run_one(CONTROL, audit_data, MethodConfig(seed=cfg.seed, cache_dir=cfg.cache_dir,
+                                                                quiet=True, n_folds=cfg.n_folds),
+                              rule, y_test, n_boot, keep_going=True)
+        report.control = control
+        if control.cv is not None and control.cv["auc"].value > CONTROL_WARN_AUC:
+            report.warnings.append(
+                f"the real-only control reaches CV AUC {control.cv['auc'].value:.2f} without looking at any "
+                "synthetic image: membership leaks through the labelled reals (same patients or scanners "
+                "in both splits?); a method must beat the control to show a generator signal")
+    if out is not None:
+        for m in report.methods:
+            if m.result is None or m.test_pred is None:
+                continue
+            _write_outputs(m, audit_data, paths[m.name], cfg, rule, force, id_style)
+    return report
+
+
+def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg: MethodConfig,
+                   rule: DecisionRule, force: bool, id_style: str) -> None:
+    ids = data.real_unknown.ids if id_style == "stem" else data.real_unknown.names
+    atomic_write_text(paths["run"], run_text(ids, m.test_pred), force)
+    atomic_write_text(paths["scores"], scores_text(ids, m.result.test_scores), force)
+    summary = {
+        "method": m.name,
+        "data": data.source,
+        "seed": cfg.seed,
+        "feature_space": cfg.feature_space,
+        "decision": rule.describe(),
+        "threshold": m.threshold,
+        "trained_on": m.result.trained_on,
+        "notes": m.result.notes,
+        "seconds": round(m.seconds, 2),
+        "cv_on_labelled": {k: vars(v) for k, v in (m.cv or {}).items()},
+        "test": {k: vars(v) for k, v in (m.test or {}).items()},
+        "variants_cv_auc": m.variants_cv_auc,
+        "variants_test_auc": m.variants_test_auc,
+        "artifacts": [str(a) for a in m.result.artifacts],
+    }
+    atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=str) + "\n", force)
+    m.outputs = {k: str(v) for k, v in paths.items()}
+
+
+def format_table(report: AuditReport) -> str:
+    """One row per method: CV metrics on labelled reals, test metrics when labels were given, time."""
+    has_cv = any(m.cv for m in report.methods)
+    has_test = any(m.test for m in report.methods)
+    head = ["method"]
+    if has_cv:
+        head += ["CV AUC [95% CI]", "CV kappa", "CV F1"]
+    if has_test:
+        head += ["test AUC [95% CI]", "TPR@1%FPR", "kappa", "F1", "acc"]
+    head += ["time"]
+    rows = []
+    methods = list(report.methods)
+    if report.control is not None and report.control not in methods:
+        methods.append(report.control)
+    for m in methods:
+        name = m.name + (" (reference)" if m.name == CONTROL else "")
+        if m.error:
+            rows.append([name] + ["-"] * (len(head) - 2) + [f"skipped: {m.error}"])
+            continue
+        row = [name]
+        if has_cv:
+            row += ([str(m.cv["auc"]), f"{m.cv['kappa'].value:.3f}", f"{m.cv['f1'].value:.3f}"]
+                    if m.cv else ["-"] * 3)
+        if has_test:
+            row += ([str(m.test["auc"]), f"{m.test['tpr@1%fpr'].value:.3f}", f"{m.test['kappa'].value:.3f}",
+                     f"{m.test['f1'].value:.3f}", f"{m.test['accuracy'].value:.3f}"] if m.test else ["-"] * 5)
+        row.append(f"{m.seconds:.1f}s")
+        rows.append(row)
+        for v, auc in m.variants_cv_auc.items():
+            vrow = [f"  · {v}"]
+            if has_cv:
+                vrow += [f"{auc:.3f}", "", ""]
+            if has_test:
+                vrow += [f"{m.variants_test_auc.get(v, float('nan')):.3f}", "", "", "", ""]
+            vrow.append("")
+            rows.append(vrow)
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])

@@ -1,0 +1,1 @@
+"""Ground-truth benchmark building: phantoms, a small generator, and the challenge layout writer."""

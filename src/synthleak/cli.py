@@ -1,0 +1,290 @@
+"""Command line: parses arguments, calls the library, prints. No audit logic lives here."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import SynthleakError
+
+EXIT_USER_ERROR = 2
+
+
+def _parse_set(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SynthleakError(f"--set {item!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("method options (defaults are each method's own)")
+    g.add_argument("--feature-space", default="pixels",
+                   help="feature space for nearest / nearest-calibrated / control (see `synthleak methods`)")
+    g.add_argument("--synthetic-pool", choices=("all", "train"), default="all",
+                   help="compare with train+test generated images (all, default) or train/generated only")
+    g.add_argument("--epochs", type=int, help="training epochs of the method's model")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--image-size", type=int, help="model input size (smaller is faster on CPU)")
+    g.add_argument("--base-filters", type=int)
+    g.add_argument("--vit-size", choices=("tiny", "small", "base"), default="base")
+    g.add_argument("--weights", help="local pre-trained weights (safetensors or weights-only torch file)")
+    g.add_argument("--encoder", help="encoder checkpoint from `synthleak pretrain`")
+    g.add_argument("--clusters", type=int, default=2, help="clusters for the seed-ae-* methods")
+    g.add_argument("--fit-on-test-generated", action="store_true",
+                   help="also train models on test/generated (recorded in the output)")
+    g.add_argument("--max-train-images", type=int, help="train models on a seeded subset of this size")
+    g.add_argument("--folds", type=int, default=5, help="cross-validation folds on labelled reals")
+    g.add_argument("--cache-dir", help="feature/model cache (default ~/.cache/synthleak; 'none' disables)")
+    g.add_argument("--workers", type=int, default=2, help="CPU worker threads/processes")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="method-specific option (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthleak",
+        description="Was this real image used to train the generator that made these synthetic images?")
+    parser.add_argument("--version", action="version", version=f"synthleak {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("audit", help="score and label test reals; print CV (and test) metrics")
+    a.add_argument("data", nargs="?", help="challenge-layout folder (or use --train/--test)")
+    a.add_argument("--train", help="folder with generated/ and optionally real_used/, real_not_used/")
+    a.add_argument("--test", help="folder with real_unknown/ (and optionally generated/)")
+    a.add_argument("--method", default="nearest",
+                   help="method name, comma-separated list, 'quick' (all fast ones) or 'all'")
+    a.add_argument("--out", help="run file to write (<id>,<0|1>); several methods: RUN.<method>.csv")
+    a.add_argument("--scores", help="scores file (<id>,<score>; default RUN.scores.csv)")
+    a.add_argument("--labels", help="test labels (<id>,<0|1>) read only to report test metrics")
+    a.add_argument("--groups", help="<id>,<group> (e.g. patient) for group-aware cross-validation")
+    a.add_argument("--decision", choices=("kappa", "f1", "fpr", "rate"), default="kappa",
+                   help="threshold rule: max kappa (default) / F1 by CV, target FPR, or member rate")
+    a.add_argument("--target-fpr", type=float, default=0.01)
+    a.add_argument("--member-rate", type=float, default=0.5, help="expected share of members (rate rule)")
+    a.add_argument("--id-style", choices=("stem", "name"), default="stem",
+                   help="run-file ids: file name without extension (default) or with it")
+    a.add_argument("--report", help="write an HTML report with visual evidence to this folder")
+    a.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    _add_common(a)
+    _add_model_options(a)
+
+    e = sub.add_parser("evaluate", help="metrics of a run or scores file against labels")
+    e.add_argument("run", help="run file (<id>,<0|1>) or scores file (<id>,<score>)")
+    e.add_argument("--labels", required=True, help="labels file <id or file name>,<0|1>")
+    e.add_argument("--bootstrap", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=0)
+
+    v = sub.add_parser("validate", help="check a run file against a test folder")
+    v.add_argument("run")
+    v.add_argument("--test", required=True, help="test folder (with real_unknown/) or the image folder itself")
+
+    sub.add_parser("methods", help="list methods and feature spaces")
+
+    d = sub.add_parser("demo", help="build a phantom benchmark, train a small generator, audit it")
+    d.add_argument("--out", help="folder for the demo data and outputs (default: a temporary folder)")
+    d.add_argument("--epochs", type=int, default=60, help="generator training epochs")
+    _add_common(d)
+
+    b = sub.add_parser("build-bench", help="build a ground-truth benchmark from real images")
+    b.add_argument("real", help="folder of real images (recursively), or a class-folder dataset")
+    b.add_argument("--out", required=True)
+    b.add_argument("--groups", help="<id>,<group> (patients); default: each image its own group")
+    b.add_argument("--member-fraction", type=float, default=0.3)
+    b.add_argument("--labelled-fraction", type=float, default=0.2)
+    b.add_argument("--n-generated", type=int, default=3000)
+    b.add_argument("--epochs", type=int, default=300, help="generator training epochs")
+    b.add_argument("--generator", choices=("rae-gmm", "noisy-copies"), default="rae-gmm")
+    _add_common(b)
+
+    p = sub.add_parser("pretrain", help="supervised encoder pre-training on a class-folder dataset")
+    p.add_argument("--data", required=True, help="DIR/{train,valid,test}/<class>/* or DIR/<class>/*")
+    p.add_argument("--arch", required=True, help="encoder architecture (conv-res, vit)")
+    p.add_argument("--out", required=True, help="encoder checkpoint to write (.safetensors)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--vit-size", choices=("tiny", "small", "base"), default="base")
+    p.add_argument("--weights", help="local pre-trained weights to start from")
+    p.add_argument("--max-images", type=int, help="seeded subset per split (quick runs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    _add_common(p)
+    return parser
+
+
+def _method_config(args) -> "MethodConfig":
+    from .config import MethodConfig
+    from .runtime import choose_device
+
+    return MethodConfig(
+        seed=args.seed, device=choose_device(args.device), feature_space=args.feature_space,
+        synthetic_pool=args.synthetic_pool, epochs=args.epochs, batch_size=args.batch_size,
+        image_size=args.image_size, base_filters=args.base_filters, vit_size=args.vit_size,
+        weights=args.weights, encoder=args.encoder, clusters=args.clusters,
+        fit_on_test_generated=args.fit_on_test_generated, max_train_images=args.max_train_images,
+        cache_dir=args.cache_dir, n_folds=args.folds, workers=args.workers, quiet=args.quiet,
+        artifacts_dir=Path(args.report) if args.report else None, options=_parse_set(args.set),
+    )
+
+
+def cmd_audit(args) -> int:
+    from .audit import format_table, run_audit
+    from .decide import DecisionRule
+
+    if args.data is None and not (args.train and args.test):
+        raise SynthleakError("give a data folder, or both --train DIR and --test DIR")
+    cfg = _method_config(args)
+    if args.report:
+        report_dir = Path(args.report)
+        if report_dir.exists() and any(report_dir.iterdir()) and not args.force:
+            raise SynthleakError(f"{report_dir}: report folder exists and is not empty (use --force)")
+    rule = DecisionRule(args.decision, args.target_fpr, args.member_rate)
+    report = run_audit(args.data, train=args.train, test=args.test, methods=args.method, cfg=cfg,
+                       decision=rule, labels=args.labels, groups=args.groups, out=args.out,
+                       scores_out=args.scores, force=args.force, id_style=args.id_style, n_boot=args.bootstrap)
+    d = report.data
+    print(f"data: {d.source}")
+    print(f"  generated {len(d.generated)}" + (f" + test generated {len(d.test_generated)}" if d.test_generated else "")
+          + (f", labelled reals {len(d.real_used)} used / {len(d.real_not_used)} not used" if d.has_labelled else "")
+          + (f", test reals {len(d.real_unknown)}" if d.real_unknown else ""))
+    print(f"decision: {rule.describe()}; CV: {cfg.n_folds}-fold stratified"
+          + (" group-aware" if d.groups else "") + " on labelled reals")
+    if args.labels:
+        print(f"test labels: {args.labels} (read only to report test metrics)")
+    print()
+    print(format_table(report))
+    for m in report.methods:
+        if m.result is None:
+            continue
+        for note in m.result.notes:
+            print(f"note [{m.name}]: {note}")
+        for what, where in m.result.trained_on.items():
+            print(f"trained [{m.name}]: {what} on {where}")
+        for what, where in m.outputs.items():
+            print(f"wrote [{m.name}]: {where}")
+    for w in report.warnings:
+        print(f"warning: {w}")
+    if args.report:
+        from .report import write_report
+
+        path = write_report(report, Path(args.report), force=args.force)
+        print(f"report: {path}")
+    if all(m.error for m in report.methods):
+        return 1
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data.runfile import align, read_labels, read_scores_or_run
+    from .metrics import evaluate, format_metrics
+
+    values, binary = read_scores_or_run(args.run)
+    labels = read_labels(args.labels)
+    _, v, y = align(values, labels, args.run)
+    if binary:
+        metrics = evaluate(y, pred=v.astype(int), n_boot=args.bootstrap, seed=args.seed)
+        kind = "run file (0/1 decisions; give a scores file for AUC and TPR at low FPR)"
+    else:
+        metrics = evaluate(y, scores=v, n_boot=args.bootstrap, seed=args.seed)
+        kind = "scores file (ranking metrics; decision metrics need a run file)"
+    print(f"{args.run}: {len(y)} images ({int(y.sum())} used), {kind}")
+    print(format_metrics(metrics))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .data.runfile import validate_run
+
+    n = validate_run(args.run, args.test)
+    print(f"{args.run}: valid ({n} rows)")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .features import FEATURE_SPACES
+    from .methods import METHODS
+
+    width = max(len(n) for n in METHODS)
+    print("methods (--method NAME; 'quick' = all not marked slow, 'all' = every method):")
+    for name, spec in METHODS.items():
+        tag = " [slow]" if spec.slow else ""
+        print(f"  {name:<{width}}  {spec.description}{tag}")
+    width = max(len(n) for n in FEATURE_SPACES)
+    print("\nfeature spaces (--feature-space NAME, for nearest, nearest-calibrated, control-real-only):")
+    for name, (_, desc) in FEATURE_SPACES.items():
+        print(f"  {name:<{width}}  {desc}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    from .runtime import choose_device
+
+    return run_demo(out=Path(args.out) if args.out else None, seed=args.seed, device=choose_device(args.device),
+                    epochs=args.epochs, force=args.force, quiet=args.quiet)
+
+
+def cmd_build_bench(args) -> int:
+    from .bench.build import build_from_folder
+    from .runtime import choose_device
+
+    build_from_folder(Path(args.real), Path(args.out), groups=args.groups, member_fraction=args.member_fraction,
+                      labelled_fraction=args.labelled_fraction, n_generated=args.n_generated,
+                      epochs=args.epochs, generator=args.generator, seed=args.seed,
+                      device=choose_device(args.device), quiet=args.quiet)
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .config import PretrainConfig
+    from .features import ENCODER_ARCHS, load_object
+    from .runtime import choose_device
+
+    if args.arch not in ENCODER_ARCHS:
+        raise SynthleakError(f"--arch {args.arch!r}: unknown (choose from {', '.join(ENCODER_ARCHS)})")
+    cfg = PretrainConfig(data=Path(args.data), arch=args.arch, out=Path(args.out), epochs=args.epochs,
+                         batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
+                         vit_size=args.vit_size, weights=args.weights, seed=args.seed,
+                         device=choose_device(args.device), force=args.force, quiet=args.quiet,
+                         max_images=args.max_images, options=_parse_set(args.set))
+    summary = load_object("synthleak.features.pretrain:run_pretrain")(cfg)
+    for k, v in summary.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+COMMANDS = {"audit": cmd_audit, "evaluate": cmd_evaluate, "validate": cmd_validate, "methods": cmd_methods,
+            "demo": cmd_demo, "build-bench": cmd_build_bench, "pretrain": cmd_pretrain}
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
+    print(f"synthleak: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warnings
+    try:
+        return COMMANDS[args.command](args)
+    except SynthleakError as exc:
+        print(f"synthleak: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("synthleak: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Seed method 3: ResNet-AE latent + radiomics -> meta-signals -> Random Forest (`seed-resnet-radiomics`).
+
+Per real image three meta-signals measure how close it is to what the generator produces:
+  * the ResNet autoencoder's reconstruction error (the AE is trained on synthetic images only),
+  * the minimum cosine distance from its latent to the synthetic latents,
+  * the Mahalanobis distance (square root) to the synthetic distribution over the top-K of the
+    combined latent + radiomics features, K features ranked by Random Forest importance.
+A Random Forest on the meta-signals (optionally plus the raw features) of the labelled reals gives
+P(used). Unlike the paper's public notebook, the top-K ranking learns from labels, so it lives in the
+classifier Pipeline and is refit inside every cross-validation fold: a held-out fold's labels never
+choose its features. Options (`--set`): top_k=20, rf_raw_features=0|1, fallback=cosine|recon|
+mahalanobis (the unsupervised signal used when there are no labelled reals), n_trees=100 (both forests).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.covariance import LedoitWolf
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline
+
+from ..config import MethodConfig
+from ..data.images import ImageSet
+from ..data.layout import AuditData
+from ..errors import SynthleakError
+from ..features.radiomics import RadiomicsExtractor
+from ..features.resnet_ae import ResNetAEExtractor
+from ..runtime import log
+from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
+
+#: meta-signal columns that precede the raw features in the classifier's input
+META_COLUMNS = ("recon_error", "min_cosine_distance")
+FALLBACKS = ("cosine", "recon", "mahalanobis")
+N_TREES = 100
+
+
+def make_forest(seed: int, n_trees: int = N_TREES) -> RandomForestClassifier:
+    """The paper's Random Forest: 100 Gini trees (one job: the audit parallelises elsewhere)."""
+    return RandomForestClassifier(n_estimators=n_trees, criterion="gini", random_state=seed, n_jobs=1)
+
+
+def make_importance_model(seed: int, n_trees: int = N_TREES):
+    """Estimator whose feature_importances_ rank the raw features (looked up at fit time: tests spy on it)."""
+    return make_forest(seed, n_trees)
+
+
+class MahalanobisReference:
+    """Shrunk (Ledoit-Wolf) Gaussian of synthetic feature vectors; distance = sqrt of the Mahalanobis form.
+
+    Shrinkage keeps the covariance invertible when features are many or collinear (AE latents).
+    """
+
+    def __init__(self, synthetic: np.ndarray):
+        self.model = LedoitWolf().fit(np.asarray(synthetic, dtype=np.float64))
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(self.model.mahalanobis(np.asarray(x, dtype=np.float64)), 0.0))
+
+
+class TopKMahalanobis(TransformerMixin, BaseEstimator):
+    """Label-dependent step of the method, fit on training-fold rows only (it sits in the Pipeline).
+
+    Input X = [meta-signal columns (n_meta) | raw features]. fit ranks the raw features by Random Forest
+    importance against y and keeps the top k; transform appends the Mahalanobis distance of those k
+    features to the synthetic distribution (`synthetic`: raw features of synthetic images, already
+    standardised like X). Output: [meta-signals, mahalanobis] (+ raw features when keep_raw).
+    """
+
+    def __init__(self, synthetic: np.ndarray, k: int = 20, n_meta: int = len(META_COLUMNS),
+                 keep_raw: bool = False, random_state: int = 0, importance_model=None, n_trees: int = N_TREES):
+        self.synthetic = synthetic
+        self.k = k
+        self.n_meta = n_meta
+        self.keep_raw = keep_raw
+        self.random_state = random_state
+        self.importance_model = importance_model
+        self.n_trees = n_trees
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "TopKMahalanobis":
+        raw = np.asarray(X)[:, self.n_meta:]
+        ranker = (clone(self.importance_model) if self.importance_model is not None
+                  else make_importance_model(self.random_state, self.n_trees))
+        ranker.fit(raw, y)
+        importance = np.asarray(ranker.feature_importances_, dtype=float)
+        # stable sort: ties (e.g. never-used features) keep column order, so runs are reproducible
+        self.selected_ = np.argsort(-importance, kind="stable")[: max(1, min(self.k, raw.shape[1]))]
+        self.importances_ = importance
+        self.reference_ = MahalanobisReference(np.asarray(self.synthetic)[:, self.selected_])
+        return self
+
+    def mahalanobis(self, X: np.ndarray) -> np.ndarray:
+        return self.reference_.distance(np.asarray(X)[:, self.n_meta:][:, self.selected_])
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        parts = [X[:, : self.n_meta], self.mahalanobis(X)[:, None]]
+        if self.keep_raw:
+            parts.append(X[:, self.n_meta:])
+        return np.concatenate(parts, axis=1)
+
+
+def make_classifier(synthetic: np.ndarray, k: int, keep_raw: bool, seed: int, importance_model=None,
+                    n_trees: int = N_TREES) -> Pipeline:
+    return Pipeline([
+        ("meta", TopKMahalanobis(synthetic, k=k, keep_raw=keep_raw, random_state=seed,
+                                 importance_model=importance_model, n_trees=n_trees)),
+        ("forest", make_forest(seed, n_trees)),
+    ])
+
+
+@dataclass
+class FittedMeta:
+    """Cross-fitted outputs: P(used) and the Mahalanobis meta-signal (out-of-fold / test) + rankings."""
+
+    labelled: np.ndarray
+    test: np.ndarray | None
+    maha_labelled: np.ndarray
+    maha_test: np.ndarray | None
+    selections: list[np.ndarray]
+
+
+def fit_meta_classifier(x_labelled: np.ndarray, y: np.ndarray, x_test: np.ndarray | None,
+                        synthetic: np.ndarray, folds, k: int = 20, keep_raw: bool = False, seed: int = 0,
+                        importance_model=None, n_trees: int = N_TREES) -> FittedMeta:
+    """Cross-fit the Pipeline (top-K + Mahalanobis + forest) with the shared folds.
+
+    The Mahalanobis variant reuses each fold's fitted transformer, so its labelled scores are
+    out-of-fold as well. `selections` holds the top-K indices per fold, then of the all-labelled fit.
+    """
+    models: list[Pipeline] = []
+
+    def make_model() -> Pipeline:
+        models.append(make_classifier(synthetic, k, keep_raw, seed, importance_model, n_trees))
+        return models[-1]
+
+    oof, test = cross_fitted_classifier(x_labelled, y, x_test, make_model, folds)
+    # cross_fitted_classifier builds one model per fold, in fold order, then one on all labelled rows
+    maha_oof = np.zeros(len(y))
+    for model, (_, val_idx) in zip(models, folds):
+        maha_oof[val_idx] = model.named_steps["meta"].mahalanobis(x_labelled[val_idx])
+    maha_test = None
+    if test is not None:
+        maha_test = models[len(folds)].named_steps["meta"].mahalanobis(x_test)
+    return FittedMeta(oof, test, maha_oof, maha_test, [m.named_steps["meta"].selected_ for m in models])
+
+
+# ---------------------------------------------------------------------------------------------
+# features and unsupervised meta-signals
+
+
+def min_cosine_distance(queries: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(1 - max cosine similarity to the reference rows, index of the 3 most similar) per query."""
+    def unit(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    ref = unit(reference)
+    dist, idx = [], []
+    for start in range(0, len(queries), chunk):
+        sim = unit(queries[start:start + chunk]) @ ref.T
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :3]
+        idx.append(top)
+        dist.append(1.0 - sim[np.arange(len(sim)), top[:, 0]])
+    if not dist:
+        return np.zeros(0), np.zeros((0, 3), int)
+    return np.concatenate(dist), np.concatenate(idx)
+
+
+@dataclass
+class ImageFeatures:
+    """Per-image quantities of one image set."""
+
+    latent: np.ndarray
+    radiomics: np.ndarray
+    recon_error: np.ndarray
+
+    @property
+    def raw(self) -> np.ndarray:
+        return np.concatenate([self.latent, self.radiomics], axis=1)
+
+
+def _features(ae: ResNetAEExtractor, rad: RadiomicsExtractor, images: ImageSet) -> ImageFeatures:
+    return ImageFeatures(ae.extract(images), rad.extract(images), ae.reconstruction_error(images))
+
+
+def _options(cfg: MethodConfig) -> tuple[int, bool, str, int]:
+    k = cfg.option("top_k", 20, int)
+    if k < 1:
+        raise SynthleakError(f"--set top_k={k}: must be at least 1")
+    keep_raw = cfg.option("rf_raw_features", 0, int)
+    if keep_raw not in (0, 1):
+        raise SynthleakError(f"--set rf_raw_features={keep_raw}: must be 0 or 1")
+    fallback = cfg.option("fallback", "cosine", str)
+    if fallback not in FALLBACKS:
+        raise SynthleakError(f"--set fallback={fallback}: choose from {', '.join(FALLBACKS)}")
+    n_trees = cfg.option("n_trees", N_TREES, int)
+    if n_trees < 1:
+        raise SynthleakError(f"--set n_trees={n_trees}: must be at least 1")
+    return k, bool(keep_raw), fallback, n_trees
+
+
+@dataclass
+class SignalSpace:
+    """Label-free mapping of ImageFeatures to the classifier input and the unsupervised meta-signals.
+
+    Raw features are z-scored with synthetic statistics; the reference distributions (latents for the
+    cosine distance, radiomics for the unsupervised Mahalanobis) are the synthetic images'.
+    """
+
+    synthetic: ImageFeatures
+
+    def __post_init__(self) -> None:
+        raw = self.synthetic.raw
+        self.mu, self.sd = raw.mean(0), raw.std(0)
+        self.sd[self.sd < 1e-8] = 1.0
+        self.n_latent = self.synthetic.latent.shape[1]
+        self.radiomics_reference = MahalanobisReference(self._radiomics_z(self.synthetic.radiomics))
+
+    def _radiomics_z(self, radiomics: np.ndarray) -> np.ndarray:
+        return (radiomics - self.mu[self.n_latent:]) / self.sd[self.n_latent:]
+
+    @property
+    def synthetic_raw(self) -> np.ndarray:
+        return (self.synthetic.raw - self.mu) / self.sd
+
+    def table(self, f: ImageFeatures) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """(classifier input [recon, cosine, z-scored raw], unsupervised signals, 3 nearest synthetic)."""
+        cos, nn_idx = min_cosine_distance(f.latent, self.synthetic.latent)
+        unsupervised = {  # negated: higher = closer to the synthetic images = more likely used
+            "recon": -f.recon_error.astype(float),
+            "cosine": -cos,
+            "mahalanobis": -self.radiomics_reference.distance(self._radiomics_z(f.radiomics)),
+        }
+        x = np.concatenate([f.recon_error[:, None], cos[:, None], (f.raw - self.mu) / self.sd], axis=1)
+        return x, unsupervised, nn_idx
+
+
+VARIANT_NAMES = {"recon": "recon-error", "cosine": "min-cosine-distance", "mahalanobis": "mahalanobis-radiomics"}
+
+
+def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
+    k, keep_raw, fallback, n_trees = _options(cfg)
+    train_images, train_desc = training_synthetic(data, cfg)
+    # The reference distribution uses every image of the same pool; --max-train-images only caps
+    # what the autoencoder trains on (a CPU budget), not what the distances compare against.
+    reference_images, reference_desc = training_synthetic(data, replace(cfg, max_train_images=None))
+
+    ae = ResNetAEExtractor(cfg).fit(train_images, train_desc)
+    rad = RadiomicsExtractor(cfg)
+    log(f"[seed-resnet-radiomics] features of {len(reference_images)} synthetic images", cfg.quiet)
+    space = SignalSpace(_features(ae, rad, reference_images))
+    lab_images, y = data.labelled() if data.has_labelled else (None, None)
+    x_lab, uns_lab, _ = space.table(_features(ae, rad, lab_images)) if y is not None else (None, {}, None)
+    x_test, uns_test, nn_test = (space.table(_features(ae, rad, data.real_unknown))
+                                 if data.real_unknown is not None else (None, {}, None))
+
+    result = MethodResult(test_scores=None, neighbours=nn_test, trained_on={
+        "resnet-ae": f"weights {cfg.weights}" if cfg.weights else ae.meta.get("trained_on", train_desc),
+        "synthetic reference (cosine, Mahalanobis)": reference_desc,
+    })
+    # neighbours index train/generated (+ test/generated): a prefix of data.synthetic(), as the report expects
+    for key, name in VARIANT_NAMES.items():
+        result.variants[name] = Signal(uns_lab.get(key), uns_test.get(key))
+    result.notes.append("meta-signal variants are negated distances/errors: higher = closer to the synthetic images")
+    if y is None:
+        result.test_scores = uns_test.get(fallback)
+        result.notes.append(f"no labelled reals: no Random Forest; score = unsupervised '{VARIANT_NAMES[fallback]}' "
+                            f"signal (--set fallback=cosine|recon|mahalanobis)")
+        return result
+
+    folds = labelled_folds(data, cfg)
+    fitted = fit_meta_classifier(x_lab, y, x_test, space.synthetic_raw, folds, k=k, keep_raw=keep_raw,
+                                 seed=cfg.seed, n_trees=n_trees)
+    result.labelled_scores, result.test_scores = fitted.labelled, fitted.test
+    result.variants[f"mahalanobis-top{k}"] = Signal(-fitted.maha_labelled,
+                                                     None if fitted.maha_test is None else -fitted.maha_test)
+    result.trained_on["random forest"] = (f"labelled reals ({len(y)}), cross-fitted over {len(folds)} folds; "
+                                          f"top-{k} features chosen inside each fold")
+    names = ae.feature_names() + rad.feature_names()
+    final, which = ((fitted.selections[-1], "all labelled") if fitted.test is not None
+                    else (fitted.selections[0], "fold 1"))
+    result.notes.append(f"top-{k} features ({which}): " + ", ".join(names[i] for i in final[:8])
+                        + (" ..." if len(final) > 8 else ""))
+    inputs = "meta-signals + raw features" if keep_raw else "meta-signals (recon, cosine, Mahalanobis)"
+    result.notes.append(f"Random Forest ({n_trees} trees) on {inputs}; score = P(used)")
+    return result

@@ -1,0 +1,101 @@
+"""Metrics the challenge and privacy research expect, with bootstrap confidence intervals.
+
+Decision metrics (accuracy, precision, recall, F1, Cohen's kappa) need 0/1 predictions; ranking
+metrics (ROC AUC, TPR at 1% and 0.1% FPR) need continuous scores. All come from scikit-learn.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import accuracy_score, auc, cohen_kappa_score, precision_recall_fscore_support, roc_curve
+
+DECISION_METRICS = ("accuracy", "precision", "recall", "f1", "kappa")
+SCORE_METRICS = ("auc", "tpr@1%fpr", "tpr@0.1%fpr")
+
+
+def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, target_fpr: float) -> float:
+    ok = fpr <= target_fpr + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def tpr_at_fpr(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
+    """Highest TPR reachable with FPR <= target (no interpolation: an honest, conservative reading)."""
+    fpr, tpr, _ = roc_curve(y, scores)
+    return _tpr_at(fpr, tpr, target_fpr)
+
+
+def decision_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    y, pred = np.asarray(y, int), np.asarray(pred, int)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, pred, average="binary", pos_label=1, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        # kappa is undefined (0/0) when labels and predictions are one constant class: report 0 (chance)
+        "kappa": float(cohen_kappa_score(y, pred)) if len(np.unique(np.r_[y, pred])) > 1 else 0.0,
+    }
+
+
+def score_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    y, scores = np.asarray(y, int), np.asarray(scores, float)
+    if len(np.unique(y)) < 2:
+        return {m: float("nan") for m in SCORE_METRICS}
+    fpr, tpr, _ = roc_curve(y, scores)  # one curve serves AUC and both low-FPR readings
+    return {
+        "auc": float(auc(fpr, tpr)),
+        "tpr@1%fpr": _tpr_at(fpr, tpr, 0.01),
+        "tpr@0.1%fpr": _tpr_at(fpr, tpr, 0.001),
+    }
+
+
+@dataclass
+class Metric:
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        if np.isnan(self.value):
+            return "n/a"
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def evaluate(y: np.ndarray, pred: np.ndarray | None = None, scores: np.ndarray | None = None,
+             n_boot: int = 1000, seed: int = 0) -> dict[str, Metric]:
+    """Point estimates with stratified-bootstrap percentile 95% CIs (resampling images)."""
+    y = np.asarray(y, int)
+
+    def compute(idx: np.ndarray) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if pred is not None:
+            out.update(decision_metrics(y[idx], np.asarray(pred)[idx]))
+        if scores is not None:
+            out.update(score_metrics(y[idx], np.asarray(scores)[idx]))
+        return out
+
+    point = compute(np.arange(len(y)))
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    samples: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n_boot):
+        # Stratified resampling keeps both classes present, so AUC is defined in every replicate.
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))] if len(pos) and len(neg) \
+            else rng.choice(len(y), len(y))
+        for k, v in compute(idx).items():
+            samples[k].append(v)
+    result = {}
+    for k, v in point.items():
+        arr = np.array(samples[k], float)
+        arr = arr[~np.isnan(arr)]
+        lo, hi = (np.percentile(arr, [2.5, 97.5]) if len(arr) else (np.nan, np.nan))
+        result[k] = Metric(v, float(lo), float(hi))
+    return result
+
+
+def format_metrics(metrics: dict[str, Metric]) -> str:
+    order = [m for m in (*DECISION_METRICS, *SCORE_METRICS) if m in metrics]
+    width = max(len(m) for m in order)
+    return "\n".join(f"{m:<{width}}  {metrics[m]}" for m in order)
