@@ -3,8 +3,8 @@ __version__ = "0.1.0"
 
 
 def audit(*args, **kwargs):
-    """Run an audit (see synthleak.audit.run_audit)."""
-    from .audit import run_audit
+    """Run an audit (see synthleak.pipeline.run_audit)."""
+    from .pipeline import run_audit
 
     return run_audit(*args, **kwargs)
 

@@ -140,7 +140,7 @@ def _method_config(args) -> "MethodConfig":
 
 
 def cmd_audit(args) -> int:
-    from .audit import format_table, run_audit
+    from .pipeline import format_table, run_audit
     from .decide import DecisionRule
 
     if args.data is None and not (args.train and args.test):

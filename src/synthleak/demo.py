@@ -22,7 +22,7 @@ DEMO_METHODS = "nearest,nearest-calibrated,control-real-only"
 
 def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs: int = 60,
              force: bool = False, quiet: bool = False, n_patients: int = 120, slices: int = 2) -> int:
-    from .audit import format_table, run_audit
+    from .pipeline import format_table, run_audit
 
     start = time.perf_counter()
     if out is None:

@@ -1,0 +1,120 @@
+"""The command line end to end on phantom data: outputs, determinism, errors as one line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from synthleak.cli import main
+from synthleak.data.runfile import validate_run
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synthleak.cli", *args], capture_output=True, text=True)
+
+
+def test_audit_end_to_end(tiny_challenge, tmp_path, capsys):
+    out = tmp_path / "run.csv"
+    rc = main(["audit", str(tiny_challenge), "--method", "nearest", "--out", str(out), "--labels",
+               str(tiny_challenge / "test_labels.csv"), "--groups", str(tiny_challenge / "groups.csv"),
+               "--bootstrap", "50", "--cache-dir", "none", "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert validate_run(out, tiny_challenge / "test") == 24
+    assert "CV AUC" in printed and "test AUC" in printed and "control-real-only (reference)" in printed
+    scores = (tmp_path / "run.scores.csv").read_text().splitlines()
+    assert len(scores) == 24 and all("," in r for r in scores)
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["method"] == "nearest" and summary["test"]["auc"]["value"] > 0.8
+
+
+def test_same_seed_same_files(tiny_challenge, tmp_path):
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}.csv"
+        assert main(["audit", str(tiny_challenge), "--method", "nearest-calibrated", "--out", str(out),
+                     "--bootstrap", "20", "--quiet", "--cache-dir", str(tmp_path / f"cache{k}")]) == 0
+        outs.append((out.read_bytes(), (tmp_path / f"r{k}.scores.csv").read_bytes()))
+    assert outs[0] == outs[1]
+
+
+def test_multiple_methods_write_one_file_each(tiny_challenge, tmp_path):
+    out = tmp_path / "run.csv"
+    assert main(["audit", str(tiny_challenge), "--method", "nearest,control-real-only", "--out", str(out),
+                 "--bootstrap", "20", "--quiet", "--cache-dir", "none"]) == 0
+    assert (tmp_path / "run.nearest.csv").exists() and (tmp_path / "run.control-real-only.csv").exists()
+
+
+def test_refuses_overwrite_before_working(tiny_challenge, tmp_path):
+    out = tmp_path / "run.csv"
+    out.write_text("keep\n")
+    r = run_cli("audit", str(tiny_challenge), "--out", str(out), "--quiet")
+    assert r.returncode == 2 and "already exists (use --force" in r.stderr
+    assert "Traceback" not in r.stderr and out.read_text() == "keep\n"
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tiny_challenge, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_challenge, data)
+    (data / "test" / "real_unknown" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "run.csv"
+    r = run_cli("audit", str(data), "--out", str(out), "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "broken.png" in r.stderr
+    assert not out.exists()
+
+
+def test_evaluate_and_validate_commands(tiny_challenge, tmp_path, capsys):
+    out = tmp_path / "run.csv"
+    main(["audit", str(tiny_challenge), "--out", str(out), "--quiet", "--bootstrap", "20", "--cache-dir", "none"])
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run.scores.csv"), "--labels",
+                 str(tiny_challenge / "test_labels.csv"), "--bootstrap", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "auc" in printed and "tpr@1%fpr" in printed and "[" in printed
+    assert main(["evaluate", str(out), "--labels", str(tiny_challenge / "test_labels.csv"), "--bootstrap", "50"]) == 0
+    assert "kappa" in capsys.readouterr().out
+    assert main(["validate", str(out), "--test", str(tiny_challenge / "test")]) == 0
+    (tmp_path / "bad.csv").write_text("real_unknown_0001,1\n")
+    assert main(["validate", str(tmp_path / "bad.csv"), "--test", str(tiny_challenge / "test")]) == 2
+
+
+def test_methods_lists_everything(capsys):
+    from synthleak.methods import METHODS
+
+    assert main(["methods"]) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in METHODS) and "feature spaces" in printed
+
+
+def test_unknown_method_and_missing_data_are_user_errors(tmp_path):
+    r = run_cli("audit", str(tmp_path / "nope"), "--method", "nearest")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("audit", str(tmp_path), "--method", "nonsense")
+    assert r.returncode == 2 and "unknown method" in r.stderr
+
+
+def test_unlabelled_audit_uses_member_rate(tiny_challenge, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_challenge / "train" / "generated", data / "generated")
+    shutil.copytree(tiny_challenge / "test" / "real_unknown", data / "real_unknown")
+    assert main(["audit", str(data), "--out", str(tmp_path / "r.csv"), "--quiet", "--member-rate", "0.25",
+                 "--cache-dir", "none"]) == 0
+    preds = [int(l.split(",")[1]) for l in (tmp_path / "r.csv").read_text().splitlines()]
+    assert sum(preds) == 6  # 25% of 24
+    assert "expected member rate" in capsys.readouterr().out
+
+
+def test_library_api(tiny_challenge):
+    from synthleak import audit
+    from synthleak.config import MethodConfig
+
+    report = audit(tiny_challenge, methods="nearest", cfg=MethodConfig(cache_dir="none", quiet=True), n_boot=20,
+                   labels=tiny_challenge / "test_labels.csv")
+    assert report.by_name("nearest").test["auc"].value > 0.8

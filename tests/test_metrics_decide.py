@@ -1,0 +1,82 @@
+"""Metrics against hand-computed values, and threshold selection."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthleak.decide import (DecisionRule, best_threshold, cv_decisions, cv_folds, threshold_at_fpr,
+                              threshold_at_rate)
+from synthleak.metrics import decision_metrics, evaluate, score_metrics, tpr_at_fpr
+
+
+def test_decision_metrics_by_hand():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    p = np.array([1, 1, 1, 0, 1, 0, 0, 0])
+    m = decision_metrics(y, p)
+    # TP=3 FN=1 FP=1 TN=3: acc 6/8, precision 3/4, recall 3/4, F1 3/4; po=0.75, pe=0.5 -> kappa 0.5
+    assert m == pytest.approx({"accuracy": 0.75, "precision": 0.75, "recall": 0.75, "f1": 0.75, "kappa": 0.5})
+
+
+def test_score_metrics_by_hand():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    m = score_metrics(y, s)
+    assert m["auc"] == pytest.approx(0.75)  # 3 of 4 (pos, neg) pairs ordered correctly
+    # at FPR 0 only the 0.8 positive is above every negative -> TPR 0.5
+    assert m["tpr@1%fpr"] == pytest.approx(0.5) and m["tpr@0.1%fpr"] == pytest.approx(0.5)
+
+
+def test_tpr_at_fpr_with_many_negatives():
+    y = np.r_[np.zeros(1000), np.ones(10)]
+    s = np.r_[np.arange(1000) / 1000, np.full(10, 0.9955)]
+    # 4 negatives (0.996..0.999) score above the positives: FPR 0.4% -> TPR 1 at 1% FPR, 0 at 0.1%
+    assert tpr_at_fpr(y, s, 0.01) == 1.0 and tpr_at_fpr(y, s, 0.001) == 0.0
+
+
+def test_bootstrap_ci_contains_point_and_is_seeded():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = y + rng.normal(0, 1, 200)
+    a = evaluate(y, (s > 0.5).astype(int), s, n_boot=200, seed=3)
+    b = evaluate(y, (s > 0.5).astype(int), s, n_boot=200, seed=3)
+    for k, m in a.items():
+        assert m.low <= m.value <= m.high or np.isclose(m.value, m.low) or np.isclose(m.value, m.high), k
+        assert (m.low, m.high) == (b[k].low, b[k].high)
+
+
+def test_best_threshold_maximises_kappa_and_f1():
+    s = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    t = best_threshold(s, y, "kappa")
+    assert 0.3 < t <= 0.6
+    assert best_threshold(s, y, "f1") == pytest.approx(t)
+
+
+def test_threshold_at_fpr_and_rate():
+    s = np.arange(100, dtype=float)
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    t = threshold_at_fpr(s, y, 0.1)  # 10% of 50 negatives = 5 may be flagged: 45..49
+    assert ((s[y == 0] >= t).mean()) == pytest.approx(0.1)
+    assert threshold_at_rate(s, 0.25) == pytest.approx(np.quantile(s, 0.75))
+    assert (s >= threshold_at_fpr(s, y, 0.0))[y == 0].sum() == 0
+
+
+def test_cv_decisions_use_only_training_folds():
+    # a perfectly separable score: CV decisions must be perfect, and folds must be stratified
+    s = np.r_[np.linspace(0, 1, 20), np.linspace(2, 3, 20)]
+    y = np.r_[np.zeros(20), np.ones(20)].astype(int)
+    folds = cv_folds(y, None, 5, 0)
+    assert all(abs(y[v].mean() - 0.5) < 0.01 for _, v in folds)
+    assert (cv_decisions(s, y, DecisionRule("kappa"), folds) == y).all()
+
+
+def test_group_folds_keep_groups_together():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0])
+    groups = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "e", "f", "f"])
+    for train, val in cv_folds(y, groups, 3, 0):
+        assert not set(groups[train]) & set(groups[val])
+
+
+def test_rule_without_labels_uses_member_rate():
+    s = np.arange(10, dtype=float)
+    assert DecisionRule("kappa", member_rate=0.3).fit(None, None, s) == pytest.approx(np.quantile(s, 0.7))
