@@ -118,3 +118,16 @@ def test_library_api(tiny_challenge):
     report = audit(tiny_challenge, methods="nearest", cfg=MethodConfig(cache_dir="none", quiet=True), n_boot=20,
                    labels=tiny_challenge / "test_labels.csv")
     assert report.by_name("nearest").test["auc"].value > 0.8
+
+
+def test_report_has_metrics_plots_and_evidence(tiny_challenge, tmp_path):
+    rep = tmp_path / "report"
+    assert main(["audit", str(tiny_challenge), "--method", "nearest", "--out", str(tmp_path / "r.csv"), "--labels",
+                 str(tiny_challenge / "test_labels.csv"), "--report", str(rep), "--quiet", "--bootstrap", "20",
+                 "--cache-dir", "none"]) == 0
+    page = (rep / "index.html").read_text()
+    assert "test AUC" in page and "nearest_roc.png" in page and "nearest_evidence_1.png" in page
+    assert (rep / "nearest_evidence_1.png").stat().st_size > 1000
+    # a non-empty report folder is not overwritten without --force
+    assert main(["audit", str(tiny_challenge), "--out", str(tmp_path / "r2.csv"), "--report", str(rep),
+                 "--quiet"]) == 2

@@ -179,7 +179,10 @@ def cmd_audit(args) -> int:
     if args.report:
         from .report import write_report
 
-        path = write_report(report, Path(args.report), force=args.force)
+        from .pipeline import test_labels
+
+        path = write_report(report, Path(args.report), force=args.force,
+                            y_test=test_labels(args.labels, report.data))
         print(f"report: {path}")
     if all(m.error for m in report.methods):
         return 1

@@ -79,7 +79,7 @@ def output_paths(out: Path, method: str, multiple: bool, scores: Path | None) ->
     }
 
 
-def _test_labels(labels: str | Path | dict | None, data: AuditData) -> np.ndarray | None:
+def test_labels(labels: str | Path | dict | None, data: AuditData) -> np.ndarray | None:
     """Test labels aligned with real_unknown, read only to report metrics, never given to a method."""
     if labels is None or data.real_unknown is None:
         return None
@@ -175,7 +175,7 @@ def run_audit(
     audit_data = data if isinstance(data, AuditData) else discover(data, train, test, groups)
     if out is not None and audit_data.real_unknown is None:
         raise DataError("no real_unknown/ images to write a run file for")
-    y_test = _test_labels(labels, audit_data)
+    y_test = test_labels(labels, audit_data)
     report = AuditReport(audit_data, [], rule)
     report.warnings += audit_data.notes
     if not audit_data.has_labelled:
