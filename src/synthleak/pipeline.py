@@ -257,10 +257,10 @@ def format_table(report: AuditReport) -> str:
                      f"{m.test['f1'].value:.3f}", f"{m.test['accuracy'].value:.3f}"] if m.test else ["-"] * 5)
         row.append(f"{m.seconds:.1f}s")
         rows.append(row)
-        for v, auc in m.variants_cv_auc.items():
+        for v in sorted(set(m.variants_cv_auc) | set(m.variants_test_auc)):
             vrow = [f"  · {v}"]
             if has_cv:
-                vrow += [f"{auc:.3f}", "", ""]
+                vrow += [f"{m.variants_cv_auc.get(v, float('nan')):.3f}", "", ""]
             if has_test:
                 vrow += [f"{m.variants_test_auc.get(v, float('nan')):.3f}", "", "", "", ""]
             vrow.append("")
