@@ -72,7 +72,9 @@ def _train(data: AuditData, cfg: MethodConfig) -> tuple[ViTAEExtractor, dict]:
     extractor = ViTAEExtractor(cfg)
     images, desc = training_synthetic(data, cfg)
     extractor.fit(images)
-    trained_on = {"vit autoencoder": desc, "vit encoder init": extractor.record.get("encoder init", "random")}
+    init = extractor.record.get("encoder init", "random")
+    trained_on = {"vit autoencoder": desc,
+                  "vit encoder before the autoencoder": "nothing (random initialisation)" if init == "random" else init}
     return extractor, trained_on
 
 
@@ -164,5 +166,5 @@ def run_recon(data: AuditData, cfg: MethodConfig) -> MethodResult:
 def _loss_note(extractor: ViTAEExtractor) -> str:
     losses = extractor.record.get("losses") or []
     if not losses:
-        return f"vit autoencoder: {extractor.record.get('epochs', 0)} epochs (no training loss recorded)"
-    return f"vit autoencoder: {len(losses)} epochs, final training MSE {losses[-1]:.5f}"
+        return f"vit autoencoder: {extractor.record.get('epochs', 0)} epoch(s) (no training loss recorded)"
+    return f"vit autoencoder: {len(losses)} epoch(s), final training MSE {losses[-1]:.5f}"
