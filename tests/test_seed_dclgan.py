@@ -104,6 +104,8 @@ def test_real_not_used_domain_is_cross_fitted(phantom_data, tmp_path, monkeypatc
 def test_bad_options_raise_one_line_errors(phantom_data, tmp_path):
     with pytest.raises(SynthleakError, match="dclgan_domain"):
         seed_dclgan.run(phantom_data, _cfg(tmp_path, options={"dclgan_domain": "bogus"}))
+    with pytest.raises(SynthleakError, match="overlap_grid"):
+        seed_dclgan.run(phantom_data, _cfg(tmp_path, options={"overlap_grid": "0"}))
     data = AuditData(generated=phantom_data.generated, real_unknown=phantom_data.real_unknown)
     with pytest.raises(SynthleakError, match="labelled"):
         seed_dclgan.run(data, _cfg(tmp_path, options={"dclgan_domain": "real_not_used"}))

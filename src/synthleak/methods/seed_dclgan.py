@@ -143,8 +143,6 @@ class Readouts:
 
 def read_all(trained: TrainedCritic, data: AuditData, synthetic: ImageSet, cfg: MethodConfig) -> Readouts:
     grid = cfg.option("overlap_grid", 8, int)
-    if grid < 1:
-        raise SynthleakError("--set overlap_grid=N: N must be at least 1")
 
     def read(images: ImageSet | None) -> CriticReadout | None:
         if images is None:
@@ -188,7 +186,7 @@ def halves_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSettings,
         lab["features"], t = safe_cross_fit(r.labelled.pooled, y, x_test, make_classifier(cfg), folds)
         if t is not None:
             test["features"] = t
-    desc = (f"DCLGAN, domain A = {len(a)} and domain B = {len(b)} images: two seeded halves of the synthetic "
+    desc = (f"domain A = {len(a)}, domain B = {len(b)} images: two seeded halves of the synthetic "
             f"training images (no reals seen)")
     features = (lambda k: (r.labelled.pooled, x_test)) if r.labelled is not None else None
     return SignalSet(lab, test, features, neighbours, r), desc
@@ -242,7 +240,7 @@ def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSet
         r = per_fold[k]
         return r.labelled.pooled, (r.test.pooled if r.test is not None else None)
 
-    desc = (f"DCLGAN per labelled fold ({len(folds)} models): domain A = {len(train_images)} synthetic training "
+    desc = (f"one model per labelled fold ({len(folds)}): domain A = {len(train_images)} synthetic training "
             f"images, domain B = that fold's training real_not_used images (cross-fitted)")
     return SignalSet(lab, test, features_for_fold, neighbours, per_fold[0]), desc
 
@@ -314,7 +312,7 @@ def save_saliency(signals: SignalSet, data: AuditData, synthetic: ImageSet, scor
     out_dir = Path(cfg.artifacts_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in np.argsort(-scores, kind="stable")[:max(top, 0)]:
+    for i in np.argsort(-scores, kind="stable")[:top]:
         j = int(signals.neighbours[i])
         pair = ImageSet.concat([data.real_unknown.subset([i]), synthetic.subset([j])])
         maps = activation_maps(r.trained.critic, pair, r.trained.settings, cfg.device, layer) - centre
@@ -348,8 +346,18 @@ def spatial_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- run
+def _check_options(cfg: MethodConfig) -> None:
+    """Fail on a bad option before any training, not after it."""
+    if cfg.option("overlap_grid", 8, int) < 1:
+        raise SynthleakError("--set overlap_grid=N: N must be at least 1")
+    if cfg.option("saliency_top", 3, int) < 0:
+        raise SynthleakError("--set saliency_top=N: N must be 0 or more")
+    make_classifier(cfg)
+
+
 def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
     settings = DCLGANSettings.from_config(cfg)
+    _check_options(cfg)
     domain = cfg.option("dclgan_domain", "halves", str)
     if domain not in DOMAINS:
         raise SynthleakError(f"--set dclgan_domain={domain}: choose from {', '.join(DOMAINS)}")
