@@ -26,7 +26,7 @@ from ..config import MethodConfig, PretrainConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
 from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint
-from ..runtime import Progress, log, seed_everything
+from ..runtime import log, seed_everything
 from .base import EncoderSpec, FeatureExtractor
 from .pretrain import (autocast, batches, epoch_generator, load_partial, load_pretrained_encoder, resize_u8,
                        save_partial, to_tensor)
@@ -242,13 +242,13 @@ class ConvResAEExtractor(FeatureExtractor):
             self.history = list(state["history"])
             start = int(state["epoch"])
             log(f"[{self.name}] resuming from {partial} after epoch {start}", quiet)
-        progress = Progress(f"{self.name} train", self.epochs, quiet)
         for epoch in range(start, self.epochs):
             t0 = time.perf_counter()
             loss = self._epoch(model, opt, pixels, epoch_generator(self.cfg.seed, epoch))
             self.history.append(loss)
-            rate = len(pixels) / max(time.perf_counter() - t0, 1e-9)
-            progress.update(epoch + 1, f"L1 {loss:.4f}, {rate:.1f} img/s")
+            seconds = time.perf_counter() - t0
+            log(f"[{self.name}] epoch {epoch + 1}/{self.epochs} L1 {loss:.4f} | {len(pixels)} images,"
+                f" {len(pixels) / max(seconds, 1e-9):.1f} img/s, {seconds:.1f}s", quiet)
             if partial is not None:
                 save_partial(partial, {"fingerprint": key, "epoch": epoch + 1, "model": _cpu(model),
                                        "optimizer": opt.state_dict(), "history": self.history})

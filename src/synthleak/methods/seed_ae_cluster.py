@@ -253,7 +253,7 @@ def run_clustering(data: AuditData, cfg: MethodConfig, main: str) -> MethodResul
         else:
             result.variants[name] = signal
         result.notes.append(_describe(name, cl, values, data.has_labelled))
-    result.trained_on["clustering"] = (f"unsupervised, {len(x)} reals (labelled + real_unknown), "
+    result.trained_on["clustering"] = (f"{len(x)} reals (labelled + real_unknown) without labels, "
                                        f"'{space}' features, {x.shape[1]} dims, k={k}")
     result.trained_on["cluster->label mapping"] = (
         "labelled reals (out-of-fold for labelled scores)" if data.has_labelled
