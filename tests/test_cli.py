@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from synthleak.cli import main
 from synthleak.data.runfile import validate_run

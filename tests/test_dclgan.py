@@ -111,16 +111,16 @@ def test_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     full.fit(a, b)
 
     partial = tmp_path / "m.partial.pt"
-    real_save = dclgan._atomic_torch_save
+    real_save = dclgan.save_training_state
 
-    def save_then_stop(obj, path):
-        real_save(obj, path)
+    def save_then_stop(path, obj):
+        real_save(path, obj)
         raise KeyboardInterrupt  # simulated interruption right after epoch 1 was saved
 
-    monkeypatch.setattr(dclgan, "_atomic_torch_save", save_then_stop)
+    monkeypatch.setattr(dclgan, "save_training_state", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         DCLGANTrainer(s, "cpu", seed=3, quiet=True).fit(a, b, partial)
-    monkeypatch.setattr(dclgan, "_atomic_torch_save", real_save)
+    monkeypatch.setattr(dclgan, "save_training_state", real_save)
     assert torch.load(partial, weights_only=True)["epoch"] == 1
     resumed = DCLGANTrainer(s, "cpu", seed=3, quiet=True)
     record = resumed.fit(a, b, partial)

@@ -160,7 +160,7 @@ def test_cache_key_follows_weights_content(tmp_path, random_weights):
 def test_packaged_imagenet_weights_classify_and_separate_images():
     path = imagenet.packaged_weights()
     assert path is not None and path.suffix == ".pth"
-    model = load_lite0(path)  # strict key and shape match against the real file
+    load_lite0(path)  # strict key and shape match against the real file
     from synthleak.bench.phantoms import make_phantoms
 
     cfg = MethodConfig(image_size=128, cache_dir="none", quiet=True)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .fsutil import atomic_output
 from .runtime import default_cache_dir
 
 
@@ -40,11 +39,8 @@ def cached_array(cache_dir: str | None, kind: str, key: str, compute: Callable[[
         except (OSError, ValueError):
             path.unlink(missing_ok=True)  # a damaged cache entry is recomputed, never trusted
     value = np.asarray(compute())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
         np.save(f, value, allow_pickle=False)
-    os.replace(tmp, path)
     return value
 
 

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _method_config(args) -> "MethodConfig":
+def _method_config(args):
     from .config import MethodConfig
     from .runtime import choose_device
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, OutputExistsError
+from ..fsutil import atomic_output
 from .images import list_images, natural_key
 
 
@@ -26,35 +25,16 @@ def check_writable(path: str | Path, force: bool) -> Path:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str, force: bool = False) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:
     """Write via a temporary file in the same folder and rename, so readers never see half a file."""
     path = check_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:
-    path = check_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or "."))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+def atomic_write_text(path: str | Path, text: str, force: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode(), force)
 
 
 def format_rows(ids: list[str], values, fmt: str) -> str:

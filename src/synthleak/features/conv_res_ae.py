@@ -230,7 +230,7 @@ class ConvResAEExtractor(FeatureExtractor):
         return self
 
     def _train(self, model: ConvResAE, synthetic: ImageSet, key: str, path: Path | None) -> ConvResAE:
-        device, quiet = self.cfg.device, self.cfg.quiet
+        quiet = self.cfg.quiet
         pixels = resize_u8(synthetic.pixels, self.image_size)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         partial = path.with_name(path.name + ".partial") if path is not None else None

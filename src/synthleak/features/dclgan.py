@@ -33,6 +33,7 @@ from ..cache import make_key, model_path
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
+from ..fsutil import save_training_state
 from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint
 from ..runtime import Progress, log, seed_everything, torch_generator
 from .base import FeatureExtractor
@@ -476,7 +477,7 @@ class DCLGANTrainer:
             self.epoch += 1
             per_epoch = time.perf_counter() - t0
             if partial is not None:
-                _atomic_torch_save(self.state(), partial)
+                save_training_state(partial, self.state())
             loss_text = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
             progress.update(self.epoch, f"{(n_a // bs) * bs / max(per_epoch, 1e-9):.1f} img/s, "
                                         f"{per_epoch:.1f}s/epoch {loss_text}")
@@ -486,12 +487,6 @@ class DCLGANTrainer:
                 break
         elapsed = time.perf_counter() - start
         return TrainRecord(self.epoch, elapsed, seen / max(elapsed, 1e-9), losses)
-
-
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------ trained models

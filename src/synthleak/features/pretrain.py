@@ -34,8 +34,6 @@ interrupted run with the same data and settings continues from the next epoch.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +46,7 @@ from ..cache import make_key
 from ..config import PretrainConfig
 from ..data.images import list_images, load_image
 from ..errors import CheckpointError, DataError, OutputExistsError, SynthleakError
+from ..fsutil import save_training_state
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..runtime import log, seed_everything, torch_generator
 
@@ -384,18 +383,7 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def save_partial(path: Path, payload: dict) -> None:
-    """torch.save atomically (tmp + rename); payload holds tensors and plain values only."""
-    import torch
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+save_partial = save_training_state
 
 
 def load_partial(path: Path, fingerprint: str, quiet: bool = False) -> dict | None:

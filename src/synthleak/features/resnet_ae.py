@@ -10,8 +10,6 @@ synthetic images only.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from ..cache import cached_array, make_key, model_path
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
+from ..fsutil import save_training_state
 from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint
 from ..runtime import Progress, log, seed_everything, torch_generator
 from .base import FeatureExtractor
@@ -147,16 +146,6 @@ def _autocast(device: str):
 # training
 
 
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
 
 def _load_partial(path: Path, model: nn.Module, optimiser: torch.optim.Optimizer, key: str) -> int:
     """Resume from `<model>.partial`: returns the number of finished epochs (0 when none is usable)."""
@@ -209,8 +198,8 @@ def train_resnet_ae(images: ImageSet, cfg: MethodConfig, settings: ResNetAESetti
         rate = len(data) / max(epoch_times[-1], 1e-9)
         progress.update(epoch + 1, f"L1 {loss_value:.4f}, {rate:.1f} images/s")
         if partial is not None:
-            _atomic_torch_save({"key": key, "epoch": epoch + 1, "model": model.state_dict(),
-                                "optimiser": optimiser.state_dict()}, partial)
+            save_training_state(partial, {"key": key, "epoch": epoch + 1, "model": model.state_dict(),
+                                          "optimiser": optimiser.state_dict()})
     model.eval()
     meta = {"arch": ARCH, "version": VERSION, **asdict(settings), "seed": cfg.seed, "key": key,
             "trained_on": description or f"{len(images)} images", "n_images": len(images),

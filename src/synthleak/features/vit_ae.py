@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from ..cache import cached_array, make_key, model_path
 from ..config import MethodConfig, PretrainConfig
 from ..data.images import IMAGE_SIZE, ImageSet
 from ..errors import CheckpointError, SynthleakError
+from ..fsutil import save_training_state
 from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint
 from ..runtime import Progress, log, seed_everything, torch_generator
 from .base import EncoderSpec, FeatureExtractor
@@ -486,10 +486,8 @@ def _load_partial(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def _save_partial(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, losses: list) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": torch.tensor(epoch), "losses": torch.tensor(losses, dtype=torch.float64)}, tmp)
-    os.replace(tmp, path)
+    save_training_state(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "epoch": torch.tensor(epoch), "losses": torch.tensor(losses, dtype=torch.float64)})
 
 
 def train_autoencoder(model: ViTAutoencoder, images: ImageSet, settings: ViTAESettings, cfg: MethodConfig,

@@ -5,11 +5,9 @@ import numpy as np
 
 from ..attacks.knn import NeighbourIndex, leave_group_out_distance
 from ..config import MethodConfig
-from ..data.images import ImageSet
 from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..features import get_extractor
-from ..runtime import log
 from .base import MethodResult, training_synthetic
 
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..fsutil import atomic_output
 
 META_KEY = "synthleak"
 
@@ -18,16 +17,9 @@ def save_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta, default=str)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, default=str)})
     return path
 
 
