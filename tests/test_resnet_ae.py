@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from synthleak.models.checkpoint import state_digest
 from synthleak.cache import make_key
 from synthleak.config import MethodConfig
 from synthleak.data.images import ImageSet
@@ -131,7 +132,7 @@ def test_extractor_features_and_reconstruction_error(tmp_path):
     # the cache key identifies the weights: another seed trains another model
     other = ResNetAEExtractor(_cfg(tmp_path, seed=3)).fit(_images())
     assert other.cache_key() != ext.cache_key()
-    assert ext.cache_key() == make_key("resnet-ae", rae.VERSION, rae.weights_digest(ext.model))
+    assert ext.cache_key() == make_key("resnet-ae", rae.VERSION, state_digest(ext.model))
 
 
 def test_nearest_in_resnet_ae_space(tiny_audit_data, tmp_path):

@@ -14,7 +14,6 @@ seed); training resumes from `<cached model>.partial` after an interruption.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..cache import make_key, model_path
 from ..config import MethodConfig, PretrainConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
-from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint
+from ..models.checkpoint import file_digest, load_checkpoint, load_into, save_checkpoint, state_digest
 from ..runtime import log, seed_everything
 from .base import EncoderSpec, FeatureExtractor
 from .pretrain import (autocast, batches, epoch_generator, load_partial, load_pretrained_encoder, resize_u8,
@@ -148,22 +147,6 @@ def _dropout(options: dict) -> float:
 # ----------------------------------------------------------------------------- feature extractor
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:24]
-
-
-def _state_digest(module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
 class ConvResAEExtractor(FeatureExtractor):
     """Pooled encoder features of a residual conv AE trained (L1) on the generated images."""
 
@@ -182,7 +165,7 @@ class ConvResAEExtractor(FeatureExtractor):
         self.encoder_path = Path(cfg.encoder) if cfg.encoder else None
         if self.encoder_path is not None and not self.encoder_path.is_file():
             raise CheckpointError(f"{self.encoder_path}: --encoder checkpoint file does not exist")
-        self._encoder_digest = _file_digest(self.encoder_path) if self.encoder_path else None
+        self._encoder_digest = file_digest(self.encoder_path) if self.encoder_path else None
         if self.image_size < 16:
             raise SynthleakError(f"--image-size {self.image_size}: conv-res-ae needs at least 16 pixels")
         if self.epochs < 1 or self.batch_size < 1:
@@ -226,7 +209,7 @@ class ConvResAEExtractor(FeatureExtractor):
             model = self._train(model, synthetic, key, path)
         model.eval()
         self.model = model
-        self.weights_key = _state_digest(model)
+        self.weights_key = state_digest(model)
         return self
 
     def _train(self, model: ConvResAE, synthetic: ImageSet, key: str, path: Path | None) -> ConvResAE:

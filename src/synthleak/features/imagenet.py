@@ -19,7 +19,6 @@ sets and grids scored within noise of each other there (0.46-0.55), and below pl
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from functools import lru_cache
@@ -34,7 +33,7 @@ from ..cache import make_key
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
-from ..models.checkpoint import load_checkpoint, load_into
+from ..models.checkpoint import file_digest, load_checkpoint, load_into
 from ..runtime import Progress
 from .base import FeatureExtractor
 
@@ -185,11 +184,7 @@ def resolve_weights(weights: str | None) -> Path:
 
 @lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def file_sha256(path: Path) -> str:

@@ -9,7 +9,6 @@ synthetic images only.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
 from ..fsutil import save_training_state
-from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint
+from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint, state_digest
 from ..runtime import Progress, log, seed_everything, torch_generator
 from .base import FeatureExtractor
 
@@ -268,15 +267,6 @@ def encode_and_reconstruct(model: ResNetAE, pixels: np.ndarray, device: str, bat
     return np.concatenate(latents).astype(np.float32), np.concatenate(errors).astype(np.float32)
 
 
-def weights_digest(model: nn.Module) -> str:
-    """Content hash of the weights: identifies the feature mapping for the feature cache."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
 class ResNetAEExtractor(FeatureExtractor):
     """512-d latent of a ResNet autoencoder trained on the synthetic images (`--weights` loads one)."""
 
@@ -297,7 +287,7 @@ class ResNetAEExtractor(FeatureExtractor):
             log(f"[resnet-ae] using trained weights {self.cfg.weights} (no training)", self.cfg.quiet)
         else:
             self.model, self.meta = train_resnet_ae(synthetic, self.cfg, self.settings, description)
-        self._digest = weights_digest(self.model)
+        self._digest = state_digest(self.model)
         return self
 
     def _require_model(self) -> ResNetAE:

@@ -22,7 +22,6 @@ model cached by (config, image content, seed).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +37,7 @@ from ..config import MethodConfig, PretrainConfig
 from ..data.images import IMAGE_SIZE, ImageSet
 from ..errors import CheckpointError, SynthleakError
 from ..fsutil import save_training_state
-from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint
+from ..models.checkpoint import file_digest, load_checkpoint, load_into, save_checkpoint
 from ..runtime import Progress, log, seed_everything, torch_generator
 from .base import EncoderSpec, FeatureExtractor
 
@@ -339,20 +338,6 @@ def load_vit_weights(encoder: ViTEncoder, path: str | Path) -> str:
     if layout == "synthleak" and "to_rgb.weight" in state:
         load_into(encoder.to_rgb, {"weight": state["to_rgb.weight"], "bias": state["to_rgb.bias"]}, path)
     return layout
-
-
-def file_digest(path: str | Path | None) -> str | None:
-    """Content hash of a weights file, so cached models change when the file does."""
-    if not path:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file does not exist")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()[:24]
 
 
 def load_pretrained_vit_encoder(encoder: ViTEncoder, path: str | Path) -> dict:

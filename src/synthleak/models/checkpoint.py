@@ -87,3 +87,30 @@ def load_into(module, state: dict, path: str | Path, strict: bool = True) -> Non
         detail = " ".join(x.strip() for x in first[:3])[:300]
         raise CheckpointError(f"{path}: weights do not fit the model ({detail})") from None
     return result
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    """Content hash of a weights file (None for no file), so cached models change when the file does."""
+    if not path:
+        return None
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:24]
+
+
+def state_digest(module) -> str:
+    """Content hash of a module's weights: identifies a trained feature mapping for the feature cache."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
