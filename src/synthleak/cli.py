@@ -225,7 +225,8 @@ def cmd_methods(args) -> int:
         tag = " [slow]" if spec.slow else ""
         print(f"  {name:<{width}}  {spec.description}{tag}")
     width = max(len(n) for n in FEATURE_SPACES)
-    print("\nfeature spaces (--feature-space NAME, for nearest, nearest-calibrated, control-real-only):")
+    print("\nfeature spaces (--feature-space NAME, for nearest, nearest-calibrated, nearest-local, domias, ensemble, "
+          "control-real-only):")
     for name, (_, desc) in FEATURE_SPACES.items():
         print(f"  {name:<{width}}  {desc}")
     return 0
