@@ -130,3 +130,41 @@ def test_report_has_metrics_plots_and_evidence(tiny_challenge, tmp_path):
     # a non-empty report folder is not overwritten without --force
     assert main(["audit", str(tiny_challenge), "--out", str(tmp_path / "r2.csv"), "--report", str(rep),
                  "--quiet"]) == 2
+
+
+def test_bad_decision_options_are_one_line_errors(tiny_challenge, tmp_path):
+    r = run_cli("audit", str(tiny_challenge), "--decision", "fpr", "--target-fpr", "5", "--quiet")
+    assert r.returncode == 2 and "--target-fpr" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("audit", str(tiny_challenge), "--method", "nearest,domias", "--out", str(tmp_path / "r.csv"),
+                "--scores", str(tmp_path / "s.csv"), "--quiet")
+    assert r.returncode == 2 and "--scores needs" in r.stderr and not list(tmp_path.iterdir())
+
+
+def test_outputs_have_normal_permissions(tiny_challenge, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "run.csv"
+    assert main(["audit", str(tiny_challenge), "--out", str(out), "--quiet", "--bootstrap", "10",
+                 "--cache-dir", "none"]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+def test_build_bench_force_replaces(tmp_path):
+    import cv2
+
+    from synthleak.bench.phantoms import make_phantoms
+
+    images, _ = make_phantoms(5, 2)
+    (tmp_path / "real").mkdir()
+    for i, im in enumerate(images):
+        cv2.imwrite(str(tmp_path / "real" / f"s{i}.png"), im)
+    args = ["build-bench", str(tmp_path / "real"), "--out", str(tmp_path / "b"), "--n-generated", "6",
+            "--generator", "noisy-copies", "--member-fraction", "0.5", "--labelled-fraction", "0.5", "--quiet"]
+    assert main(args) == 0
+    assert main(args) == 2  # exists: refused without --force
+    assert main(args + ["--force"]) == 0
+    assert len(list((tmp_path / "b" / "train" / "generated").iterdir())) == 4
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

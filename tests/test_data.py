@@ -143,3 +143,19 @@ def test_identical_test_and_labelled_images_warn(tmp_path):
         warnings.simplefilter("always")
         discover(tmp_path)
     assert any("pixel-identical" in str(w.message) for w in caught)
+
+
+def test_groups_keep_dotted_ids_and_warn_on_missing(tmp_path):
+    make_layout(tmp_path)
+    groups = tmp_path / "groups.csv"
+    groups.write_text("used_1.png,p1\nused_2,p1\n")
+    with pytest.warns(UserWarning, match="6 of 8 labelled reals have no group"):
+        d = discover(tmp_path, groups=groups)
+    assert d.labelled_groups()[0] == "p1"
+    groups.write_text("nobody,p1\n")
+    with pytest.raises(DataError, match="no labelled real image id appears"):
+        discover(tmp_path, groups=groups)
+    from synthleak.data.layout import read_groups
+
+    groups.write_text("IMG.0001,p1\n")
+    assert read_groups(groups) == {"IMG.0001": "p1"}

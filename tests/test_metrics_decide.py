@@ -80,3 +80,19 @@ def test_group_folds_keep_groups_together():
 def test_rule_without_labels_uses_member_rate():
     s = np.arange(10, dtype=float)
     assert DecisionRule("kappa", member_rate=0.3).fit(None, None, s) == pytest.approx(np.quantile(s, 0.7))
+
+
+def test_threshold_at_fpr_respects_ties():
+    s = np.array([0.0, 1, 1, 1, 1, 1, 1, 1, 2, 3, 5, 6])
+    y = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    t = threshold_at_fpr(s, y, 0.1)  # 1 of 10 negatives may be flagged; the tied 1.0s must not be
+    assert (s[y == 0] >= t).mean() <= 0.1 and (s[y == 1] >= t).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [({"target_fpr": 1.5}, "--target-fpr"), ({"member_rate": 0.0}, "--member-rate"),
+                                          ({"mode": "nope"}, "--decision")])
+def test_decision_rule_validates(kwargs, match):
+    from synthleak.errors import SynthleakError
+
+    with pytest.raises(SynthleakError, match=match):
+        DecisionRule(**kwargs)

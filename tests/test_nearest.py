@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthleak.attacks.knn import NeighbourIndex, leave_group_out_distance
+from synthleak.attacks.knn import NeighbourIndex
 from synthleak.config import MethodConfig
 from synthleak.data.images import ImageSet
 from synthleak.data.layout import AuditData
@@ -23,11 +23,25 @@ def test_backends_agree():
     np.testing.assert_allclose(d_f, d_t, rtol=1e-3)
 
 
-def test_leave_group_out_excludes_own_group():
-    db = np.array([[0.0], [0.1], [5.0]])
-    groups = np.array(["a", "a", "b"])
-    d = leave_group_out_distance(db, groups, db, groups)
-    assert d.tolist() == pytest.approx([5.0, 4.9, 4.9])
+def test_fold_reference_ignores_the_scored_rows_own_label_and_fold():
+    from synthleak.decide import cv_folds
+    from synthleak.methods.nearest import fold_reference_distance
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3))
+    y = np.r_[np.ones(20), np.zeros(20)].astype(int)
+    folds = cv_folds(y, None, 5, 0)
+    base = [fold_reference_distance(x, y, folds, c) for c in (0, 1)]
+    val0 = folds[0][1]
+    flipped = y.copy()
+    flipped[val0] = 1 - flipped[val0]  # labels of the held-out fold must not matter to its own scores
+    for c in (0, 1):
+        np.testing.assert_array_equal(fold_reference_distance(x, flipped, folds, c)[val0], base[c][val0])
+    # and the reference really is the other folds' rows of that class
+    train0 = folds[0][0]
+    ref = x[train0][y[train0] == 0]
+    expected = np.sqrt(((x[val0][:, None] - ref[None]) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(base[0][val0], expected, rtol=1e-6)
 
 
 def _toy(member_shift: float = 0.0, n: int = 20, seed: int = 0) -> AuditData:

@@ -159,8 +159,13 @@ def cmd_audit(args) -> int:
     print(f"  generated {len(d.generated)}" + (f" + test generated {len(d.test_generated)}" if d.test_generated else "")
           + (f", labelled reals {len(d.real_used)} used / {len(d.real_not_used)} not used" if d.has_labelled else "")
           + (f", test reals {len(d.real_unknown)}" if d.real_unknown else ""))
-    print(f"decision: {rule.describe()}; CV: {cfg.n_folds}-fold stratified"
-          + (" group-aware" if d.groups else "") + " on labelled reals")
+    if d.has_labelled:
+        from .methods.base import labelled_folds
+
+        print(f"decision: {rule.describe()}; CV: {len(labelled_folds(d, cfg))}-fold stratified"
+              + (" group-aware" if d.groups else "") + " on labelled reals")
+    else:
+        print(f"decision: {rule.describe()}")
     if args.labels:
         print(f"test labels: {args.labels} (read only to report test metrics)")
     print()
@@ -247,7 +252,7 @@ def cmd_build_bench(args) -> int:
     build_from_folder(Path(args.real), Path(args.out), groups=args.groups, member_fraction=args.member_fraction,
                       labelled_fraction=args.labelled_fraction, n_generated=args.n_generated,
                       epochs=args.epochs, generator=args.generator, seed=args.seed,
-                      device=choose_device(args.device), quiet=args.quiet)
+                      device=choose_device(args.device), quiet=args.quiet, force=args.force)
     return 0
 
 

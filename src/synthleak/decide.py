@@ -62,10 +62,11 @@ def threshold_at_fpr(scores: np.ndarray, y: np.ndarray, target_fpr: float) -> fl
     neg = np.sort(np.asarray(scores, float)[np.asarray(y) == 0])
     if len(neg) == 0:
         raise ValueError("no labelled non-members to set an FPR threshold")
-    k = int(np.floor(target_fpr * len(neg)))  # number of negatives allowed at or above the threshold
-    if k <= 0:
-        return float(np.nextafter(neg[-1], np.inf))
-    return float(neg[len(neg) - k])
+    k = int(np.floor(target_fpr * len(neg) + 1e-9))  # negatives allowed at or above the threshold
+    if k >= len(neg):
+        return float(neg[0])
+    # just above the (k+1)-th highest negative: ties with it stay below, so at most k negatives are flagged
+    return float(np.nextafter(neg[len(neg) - k - 1], np.inf))
 
 
 def threshold_at_rate(scores: np.ndarray, member_rate: float) -> float:
@@ -82,6 +83,16 @@ class DecisionRule:
     mode: str = "kappa"
     target_fpr: float = 0.01
     member_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        from .errors import SynthleakError
+
+        if self.mode not in (*OBJECTIVES, "fpr", "rate"):
+            raise SynthleakError(f"--decision {self.mode}: choose from kappa, f1, fpr, rate")
+        if not 0 <= self.target_fpr < 1:
+            raise SynthleakError(f"--target-fpr {self.target_fpr:g}: must be at least 0 and below 1")
+        if not 0 < self.member_rate < 1:
+            raise SynthleakError(f"--member-rate {self.member_rate:g}: must be between 0 and 1 (exclusive)")
 
     def fit(self, scores: np.ndarray | None, y: np.ndarray | None, unlabelled: np.ndarray | None = None) -> float:
         if self.mode in OBJECTIVES:

@@ -14,7 +14,6 @@ from pathlib import Path
 from .bench.build import BenchSpec, build_benchmark
 from .bench.phantoms import make_phantoms
 from .config import MethodConfig
-from .errors import OutputExistsError
 from .runtime import log, seed_everything
 
 DEMO_METHODS = "nearest,nearest-calibrated,control-real-only"
@@ -29,18 +28,12 @@ def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs
         out = Path(tempfile.mkdtemp(prefix="synthleak-demo-"))
     out = Path(out)
     data_dir = out / "data"
-    if data_dir.exists() and any(data_dir.iterdir()):
-        if not force:
-            raise OutputExistsError(f"{data_dir}: already exists (use --force to rebuild the demo there)")
-        import shutil
-
-        shutil.rmtree(data_dir)
     seed_everything(seed)
     log(f"demo: making {n_patients} phantom patients x {slices} slices", quiet)
     images, groups = make_phantoms(n_patients, slices, seed=seed)
     spec = BenchSpec(member_fraction=0.5, labelled_fraction=0.35, n_generated_train=300, n_generated_test=100,
                      generator="rae-gmm", generator_epochs=epochs, seed=seed)
-    build_benchmark(images, groups, data_dir, spec, device=device, quiet=quiet)
+    build_benchmark(images, groups, data_dir, spec, device=device, quiet=quiet, force=force)
     cfg = MethodConfig(seed=seed, device=device, cache_dir="none", quiet=quiet)
     report = run_audit(data_dir, methods=DEMO_METHODS, cfg=cfg, labels=data_dir / "test_labels.csv",
                        groups=data_dir / "groups.csv", out=out / "runs" / "run.csv", force=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +165,8 @@ def run_audit(
     rule = decision or DecisionRule()
     names = expand_methods(methods)
     multiple = len(names) > 1
+    if scores_out is not None and (out is None or multiple):
+        raise SynthleakError("--scores needs --out and a single method (several methods write RUN.<method>.scores.csv)")
     paths: dict[str, dict[str, Path]] = {}
     if out is not None:
         # Refuse to overwrite before any expensive work, not after it.
@@ -175,6 +177,8 @@ def run_audit(
     audit_data = data if isinstance(data, AuditData) else discover(data, train, test, groups)
     if out is not None and audit_data.real_unknown is None:
         raise DataError("no real_unknown/ images to write a run file for")
+    if rule.mode == "fpr" and not audit_data.has_labelled:
+        raise SynthleakError("--decision fpr needs labelled reals (real_used/ and real_not_used/) to measure FPR")
     y_test = test_labels(labels, audit_data)
     report = AuditReport(audit_data, [], rule)
     report.warnings += audit_data.notes
@@ -187,9 +191,9 @@ def run_audit(
     if check_control and audit_data.has_labelled:
         control = next((m for m in report.methods if m.name == CONTROL and m.result is not None), None)
         if control is None:
-            control = run_one(CONTROL, audit_data, MethodConfig(seed=cfg.seed, cache_dir=cfg.cache_dir,
-                                                                quiet=True, n_folds=cfg.n_folds),
-                              rule, y_test, n_boot, keep_going=True)
+            # the reference control is the pixel-space one (the same reference in every audit)
+            control_cfg = replace(cfg, feature_space="pixels", quiet=True, artifacts_dir=None)
+            control = run_one(CONTROL, audit_data, control_cfg, rule, y_test, n_boot, keep_going=True)
         report.control = control
         if control.cv is not None and control.cv["auc"].value > CONTROL_WARN_AUC:
             report.warnings.append(

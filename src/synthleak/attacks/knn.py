@@ -60,20 +60,3 @@ def nearest_distance(queries: np.ndarray, database: np.ndarray, k: int = 1) -> n
     """Mean distance to the k nearest database vectors (k=1: the nearest)."""
     d, _ = NeighbourIndex(database).search(queries, k)
     return d.mean(axis=1)
-
-
-def leave_group_out_distance(x: np.ndarray, groups: np.ndarray, database: np.ndarray,
-                             database_groups: np.ndarray, k: int = 1) -> np.ndarray:
-    """Distance from each x to its nearest database rows outside its own group.
-
-    Used when x is itself part of the reference set (cross-fitting): an image must not be its own
-    neighbour, nor a slice of the same patient when groups are known.
-    """
-    extra = int(np.max(np.unique(database_groups, return_counts=True)[1])) + k
-    d, idx = NeighbourIndex(database).search(x, min(len(database), extra))
-    out = np.empty(len(x))
-    for i in range(len(x)):
-        keep = database_groups[idx[i]] != groups[i]
-        vals = d[i][keep][:k]
-        out[i] = vals.mean() if len(vals) else np.inf
-    return out

@@ -8,6 +8,9 @@ members only and sampled into train/generated and test/generated. test_labels.cs
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +60,32 @@ def _write_pngs(folder: Path, prefix: str, images: np.ndarray, start: int = 1) -
 
 
 def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchSpec,
-                    device: str = "cpu", quiet: bool = False) -> dict:
-    """Write the challenge layout to `out` (must not exist or be empty); returns a summary dict."""
+                    device: str = "cpu", quiet: bool = False, force: bool = False) -> dict:
+    """Write the challenge layout to `out`; returns a summary dict.
+
+    The benchmark is built in a temporary folder beside `out` and renamed into place at the end, so an
+    interrupted build never leaves a half-written benchmark. An existing non-empty `out` is replaced
+    only with `force`.
+    """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise OutputExistsError(f"{out}: folder exists and is not empty")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        summary = _write_benchmark(images, groups, staging, spec, device, quiet)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    log(f"benchmark written to {out}: {summary}", quiet)
+    return summary
+
+
+def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchSpec, device: str,
+                     quiet: bool) -> dict:
     rng = np.random.default_rng(spec.seed)
     member = split_by_group(groups, spec.member_fraction, rng)
     labelled = np.zeros(len(groups), bool)
@@ -91,13 +115,13 @@ def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Ben
         "generator_epochs": getattr(generator, "epochs_trained", None),
     }
     (out / "SOURCE.json").write_text(json.dumps(summary, indent=2))
-    log(f"benchmark written to {out}: {summary}", quiet)
     return summary
 
 
 def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, member_fraction: float = 0.3,
                       labelled_fraction: float = 0.2, n_generated: int = 3000, epochs: int = 300,
-                      generator: str = "rae-gmm", seed: int = 0, device: str = "cpu", quiet: bool = False) -> dict:
+                      generator: str = "rae-gmm", seed: int = 0, device: str = "cpu", quiet: bool = False,
+                      force: bool = False) -> dict:
     """`synthleak build-bench`: every image below `real` (recursively) is a candidate member.
 
     Without a groups file each image is its own group: then slices of one patient can fall on both
@@ -125,4 +149,4 @@ def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, m
     spec = BenchSpec(member_fraction=member_fraction, labelled_fraction=labelled_fraction,
                      n_generated_train=n_generated - n_test, n_generated_test=n_test, generator=generator,
                      generator_epochs=epochs, seed=seed)
-    return build_benchmark(images, group_ids, out, spec, device=device, quiet=quiet)
+    return build_benchmark(images, group_ids, out, spec, device=device, quiet=quiet, force=force)

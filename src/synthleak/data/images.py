@@ -19,6 +19,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 
 
+def strip_image_suffix(name: str) -> str:
+    """`x.png` -> `x`; ids with other dots (`IMG.0001`) are kept whole."""
+    p = Path(name)
+    return p.stem if p.suffix.lower() in IMAGE_SUFFIXES else name
+
+
 def natural_key(text: str) -> list:
     """Sort key so that img2 < img10 (the run-file row order)."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .images import ImageSet, load_folder
+from .images import ImageSet, load_folder, strip_image_suffix
 
 GENERATED = "generated"
 REAL_USED = "real_used"
@@ -82,7 +82,7 @@ def read_groups(path: Path) -> dict[str, str]:
                     continue
                 if len(row) != 2:
                     raise DataError(f"{path}:{n}: expected '<id>,<group>', got {','.join(row)!r}")
-                groups[Path(row[0].strip()).stem] = row[1].strip()
+                groups[strip_image_suffix(row[0].strip())] = row[1].strip()
     except OSError as exc:
         raise DataError(f"{path}: cannot read groups file ({exc.strerror})") from None
     if not groups:
@@ -145,6 +145,15 @@ def discover(
     _check_ids(audit)
     if groups is not None:
         audit.groups = read_groups(Path(groups))
+        if audit.has_labelled:
+            ids = audit.real_used.ids + audit.real_not_used.ids
+            missing = [i for i in ids if i not in audit.groups]
+            if len(missing) == len(ids):
+                raise DataError(f"{groups}: no labelled real image id appears in the groups file "
+                                f"(first labelled id: {ids[0]!r})")
+            if missing:
+                warnings.warn(f"{groups}: {len(missing)} of {len(ids)} labelled reals have no group and count as "
+                              f"their own group (first: {missing[0]!r})", stacklevel=2)
     resized = sum(s.resized for s in _sets(audit))
     if resized:
         audit.notes.append(f"{resized} images were not 256x256 and were resized")

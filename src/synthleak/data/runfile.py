@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError, OutputExistsError
 from ..fsutil import atomic_output
-from .images import list_images, natural_key
+from .images import list_images, natural_key, strip_image_suffix
 
 
 def check_writable(path: str | Path, force: bool) -> Path:
@@ -112,9 +112,7 @@ def read_labels(path: str | Path) -> dict[str, int]:
     return out
 
 
-def _strip_ext(key: str) -> str:
-    p = Path(key)
-    return p.stem if p.suffix.lower() in (".png", ".jpg", ".jpeg") else key
+_strip_ext = strip_image_suffix
 
 
 def validate_run(run_path: str | Path, test_dir: str | Path) -> int:

@@ -19,7 +19,7 @@ from ..attacks.knn import NeighbourIndex
 from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
-from .base import MethodResult
+from .base import MethodResult, labelled_folds
 from .nearest import embed
 
 REFERENCES = ("all-reals", "non-members")
@@ -28,6 +28,12 @@ REFERENCES = ("all-reals", "non-members")
 def _log_density(fit_rows: np.ndarray, query: np.ndarray, bw_factor: float | None = None) -> np.ndarray:
     kde = gaussian_kde(fit_rows.T, bw_method=bw_factor)
     return kde.logpdf(query.T)
+
+
+def _check_reference_size(n: int, n_comp: int) -> None:
+    if n <= n_comp + 1:
+        raise SynthleakError(f"domias: {n} reference images cannot support a density in {n_comp} dimensions "
+                             f"(use --set pca=N with N < {max(n - 1, 1)}, or the all-reals reference)")
 
 
 def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
@@ -50,13 +56,16 @@ def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
             raise SynthleakError("--set domias_reference=non-members needs labelled real_not_used/ images")
         y = data.labelled()[1]
         ref = pl[y == 0]
-        factor = gaussian_kde(ref.T).factor
-        # each labelled non-member is left out of its own reference density (cross-fitting)
-        ref_lab = np.array([
-            _log_density(np.delete(ref, np.flatnonzero(np.flatnonzero(y == 0) == i), axis=0), pl[i:i + 1], factor)[0]
-            for i in range(len(pl))])
-        ref_test = _log_density(ref, pt, factor) if pt is not None else None
-        result.notes.append(f"reference density: {len(ref)} labelled non-members (leave-one-out for labelled rows)")
+        # labelled rows are cross-fitted: each fold's reference density uses the other folds' non-members
+        ref_lab = np.empty(len(pl))
+        for train, val in labelled_folds(data, cfg):
+            fold_ref = pl[train][y[train] == 0]
+            _check_reference_size(len(fold_ref), n_comp)
+            ref_lab[val] = _log_density(fold_ref, pl[val])
+        _check_reference_size(len(ref), n_comp)
+        ref_test = _log_density(ref, pt) if pt is not None else None
+        result.notes.append(f"reference density: {len(ref)} labelled non-members (cross-fitted by fold for "
+                            "labelled rows)")
     else:
         # every real image, unlabelled: the population density; labels are never read
         factor = gaussian_kde(reals.T).factor

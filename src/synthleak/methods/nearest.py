@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..attacks.knn import NeighbourIndex, leave_group_out_distance
+from ..attacks.knn import NeighbourIndex
 from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..features import get_extractor
-from .base import MethodResult, training_synthetic
+from .base import MethodResult, labelled_folds, training_synthetic
 
 
 def embed(data: AuditData, cfg: MethodConfig, need_synthetic: bool = True):
@@ -42,12 +42,20 @@ def _k(cfg: MethodConfig) -> int:
     return k
 
 
-def _self_groups(data: AuditData) -> np.ndarray:
-    """Group of each labelled real: its patient when known, else the image itself."""
-    groups = data.labelled_groups()
-    if groups is None:
-        groups = np.array(data.labelled()[0].ids)
-    return groups
+def fold_reference_distance(x: np.ndarray, y: np.ndarray, folds, ref_class: int, k: int = 1) -> np.ndarray:
+    """Distance from each labelled row to its nearest labelled rows of `ref_class` in the *other* folds.
+
+    Cross-fitting by fold keeps the reference independent of the scored row's own label and of its
+    patient (the folds are group-aware), exactly as for a test image scored against all labelled reals.
+    """
+    out = np.empty(len(x))
+    for train, val in folds:
+        ref = x[train][y[train] == ref_class]
+        if len(ref) == 0:
+            raise SynthleakError("a cross-validation fold has no labelled reals of one class in its training part "
+                                 "(give more labelled reals or patients, or fewer --folds)")
+        out[val] = NeighbourIndex(ref).search(x[val], k)[0].mean(1)
+    return out
 
 
 def run_nearest(data: AuditData, cfg: MethodConfig) -> MethodResult:
@@ -68,8 +76,8 @@ def run_nearest(data: AuditData, cfg: MethodConfig) -> MethodResult:
 def run_nearest_calibrated(data: AuditData, cfg: MethodConfig) -> MethodResult:
     """Score = d(x, real non-members) - d(x, synthetic): membership beyond mere typicality.
 
-    The labelled non-members are both the reference set and scored rows, so each labelled real is
-    compared with the reference set minus itself (and minus its patient when groups are known).
+    The labelled non-members are both the reference set and scored rows, so labelled reals are
+    cross-fitted: each fold is compared with the non-members of the other folds only.
     """
     if not data.has_labelled:
         raise SynthleakError("nearest-calibrated needs labelled real_not_used/ images as its reference set")
@@ -78,15 +86,15 @@ def run_nearest_calibrated(data: AuditData, cfg: MethodConfig) -> MethodResult:
     index = NeighbourIndex(syn)
     _, y = data.labelled()
     ref = lab[y == 0]
-    groups = _self_groups(data)
+    folds = labelled_folds(data, cfg)
     result = MethodResult(test_scores=None, trained_on=record)
-    result.labelled_scores = -index.search(lab, k)[0].mean(1) + leave_group_out_distance(
-        lab, groups, ref, groups[y == 0], k)
+    result.labelled_scores = -index.search(lab, k)[0].mean(1) + fold_reference_distance(lab, y, folds, 0, k)
     if test is not None:
         d, idx = index.search(test, max(k, 3))
         result.test_scores = -d[:, :k].mean(1) + NeighbourIndex(ref).search(test, k)[0].mean(1)
         result.neighbours = idx[:, :3]
-    result.notes.append(f"reference set: {len(ref)} labelled real_not_used images (leave-one-out for labelled rows)")
+    result.notes.append(f"reference set: {len(ref)} labelled real_not_used images (cross-fitted by fold for "
+                        "labelled rows)")
     return result
 
 
@@ -101,13 +109,11 @@ def run_control_real_only(data: AuditData, cfg: MethodConfig) -> MethodResult:
     _, lab, test, _, record = embed(data, cfg, need_synthetic=False)
     _, y = data.labelled()
     k = _k(cfg)
-    groups = _self_groups(data)
+    folds = labelled_folds(data, cfg)
     used, not_used = lab[y == 1], lab[y == 0]
     result = MethodResult(test_scores=None, trained_on=record)
-    result.labelled_scores = (
-        -leave_group_out_distance(lab, groups, used, groups[y == 1], k)
-        + leave_group_out_distance(lab, groups, not_used, groups[y == 0], k)
-    )
+    result.labelled_scores = (-fold_reference_distance(lab, y, folds, 1, k)
+                              + fold_reference_distance(lab, y, folds, 0, k))
     if test is not None:
         result.test_scores = (-NeighbourIndex(used).search(test, k)[0].mean(1)
                               + NeighbourIndex(not_used).search(test, k)[0].mean(1))

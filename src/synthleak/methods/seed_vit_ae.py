@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..config import MethodConfig
 from ..data.layout import AuditData
+from ..decide import cv_folds
 from ..errors import SynthleakError
 from ..features.vit_ae import ViTAEExtractor
 from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
@@ -40,15 +41,19 @@ def _forest(seed: int, trees: int = 300) -> RandomForestClassifier:
                                   random_state=seed, n_jobs=1)
 
 
-def make_chooser(seed: int, inner_folds: int = INNER_FOLDS, trees: int = 300) -> GridSearchCV:
-    """Logistic regression or Random Forest, whichever has the best inner-CV ROC AUC on its training rows."""
+def make_chooser(seed: int, inner_folds: int = INNER_FOLDS, trees: int = 300, cv=None) -> GridSearchCV:
+    """Logistic regression or Random Forest, whichever has the best inner-CV ROC AUC on its training rows.
+
+    `cv` may be precomputed (group-aware) inner splits of exactly the rows the chooser will be fit on.
+    """
     pipe = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression())])
     grid = [
         {"clf": [LogisticRegression(C=c, max_iter=5000, random_state=seed) for c in LOGREG_C]},
         # Trees need no scaling; 'passthrough' keeps the forest on raw features.
         {"scale": ["passthrough"], "clf": [_forest(seed, trees)]},
     ]
-    cv = StratifiedKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
+    if cv is None:
+        cv = StratifiedKFold(n_splits=inner_folds, shuffle=True, random_state=seed)
     return GridSearchCV(pipe, grid, scoring="roc_auc", cv=cv, refit=True, n_jobs=1, error_score="raise")
 
 
@@ -101,10 +106,18 @@ def _classifier_signals(extractor: ViTAEExtractor, data: AuditData, cfg: MethodC
     if trees < 1:
         raise SynthleakError("--set rf_trees=N: N must be at least 1")
     choosers: list[GridSearchCV] = []
+    groups = data.labelled_groups()
+    # cross_fitted_classifier fits one model per outer fold in order, then one on all rows: the inner
+    # splits of each are made group-aware on exactly those rows, so patients never straddle them.
+    fit_rows = [train for train, _ in folds] + [np.arange(len(y))]
 
     def make_tracked_chooser() -> GridSearchCV:
         # cross_fitted_classifier fits each model it makes in place: keeping them shows what was chosen.
-        choosers.append(make_chooser(cfg.seed, inner, trees))
+        inner_cv = None
+        if groups is not None:
+            rows = fit_rows[min(len(choosers), len(fit_rows) - 1)]
+            inner_cv = cv_folds(y[rows], groups[rows], inner, cfg.seed)
+        choosers.append(make_chooser(cfg.seed, inner, trees, inner_cv))
         return choosers[-1]
 
     signals: dict[str, Signal] = {}
@@ -112,7 +125,8 @@ def _classifier_signals(extractor: ViTAEExtractor, data: AuditData, cfg: MethodC
     signals["logreg"] = Signal(*cross_fitted_classifier(x_lab, y, x_test, lambda: _logreg(0.1, cfg.seed), folds))
     signals["random-forest"] = Signal(*cross_fitted_classifier(x_lab, y, x_test, lambda: _forest(cfg.seed, trees), folds))
     choices = [_describe(c.best_estimator_) for c in choosers[:len(folds)]]
-    final = choosers[-1] if x_test is not None else make_chooser(cfg.seed, inner, trees).fit(x_lab, y)
+    final = choosers[-1] if x_test is not None else make_chooser(
+        cfg.seed, inner, trees, None if groups is None else cv_folds(y, groups, inner, cfg.seed)).fit(x_lab, y)
     notes = [f"classifier for test scores (inner {inner}-fold CV on all labelled reals): "
              f"{_describe(final.best_estimator_)}, inner AUC {final.best_score_:.3f}",
              f"per outer fold the inner CV chose: {', '.join(choices)}"]
