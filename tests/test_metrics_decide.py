@@ -96,3 +96,16 @@ def test_decision_rule_validates(kwargs, match):
 
     with pytest.raises(SynthleakError, match=match):
         DecisionRule(**kwargs)
+
+
+def test_patient_bootstrap_is_wider_than_image_bootstrap():
+    # 10 patients x 10 identical slices: the effective sample is 10, not 100
+    rng = np.random.default_rng(0)
+    patient_y = np.r_[np.ones(5), np.zeros(5)].astype(int)
+    patient_s = patient_y * 0.3 + rng.normal(0, 1, 10)
+    y, s = np.repeat(patient_y, 10), np.repeat(patient_s, 10)
+    groups = np.repeat(np.arange(10), 10)
+    by_image = evaluate(y, scores=s, n_boot=300, seed=0)["auc"]
+    by_patient = evaluate(y, scores=s, n_boot=300, seed=0, groups=groups)["auc"]
+    assert by_patient.value == by_image.value
+    assert (by_patient.high - by_patient.low) > 1.5 * (by_image.high - by_image.low)

@@ -31,12 +31,12 @@ def test_fold_reference_ignores_the_scored_rows_own_label_and_fold():
     x = rng.normal(size=(40, 3))
     y = np.r_[np.ones(20), np.zeros(20)].astype(int)
     folds = cv_folds(y, None, 5, 0)
-    base = [fold_reference_distance(x, y, folds, c) for c in (0, 1)]
+    base = [fold_reference_distance(x, y, folds, c, size=100) for c in (0, 1)]
     val0 = folds[0][1]
     flipped = y.copy()
     flipped[val0] = 1 - flipped[val0]  # labels of the held-out fold must not matter to its own scores
     for c in (0, 1):
-        np.testing.assert_array_equal(fold_reference_distance(x, flipped, folds, c)[val0], base[c][val0])
+        np.testing.assert_array_equal(fold_reference_distance(x, flipped, folds, c, size=100)[val0], base[c][val0])
     # and the reference really is the other folds' rows of that class
     train0 = folds[0][0]
     ref = x[train0][y[train0] == 0]

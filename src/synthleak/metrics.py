@@ -63,9 +63,34 @@ class Metric:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
+def _resampler(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator):
+    """Stratified bootstrap of images, or of whole groups (patients) when groups are known.
+
+    Slices of one patient are not independent: resampling them one by one gives intervals that are
+    far too narrow, so with groups the unit of resampling is the patient.
+    """
+    if groups is None:
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        if len(pos) and len(neg):
+            return lambda: np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        return lambda: rng.choice(len(y), len(y))
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    # strata: groups whose images are mostly used vs mostly not used
+    used_share = np.array([y[m].mean() for m in members])
+    strata = [np.flatnonzero(used_share >= 0.5), np.flatnonzero(used_share < 0.5)]
+    strata = [s for s in strata if len(s)]
+
+    def draw() -> np.ndarray:
+        picked = np.concatenate([rng.choice(s, len(s)) for s in strata])
+        return np.concatenate([members[g] for g in picked])
+
+    return draw
+
+
 def evaluate(y: np.ndarray, pred: np.ndarray | None = None, scores: np.ndarray | None = None,
-             n_boot: int = 1000, seed: int = 0) -> dict[str, Metric]:
-    """Point estimates with stratified-bootstrap percentile 95% CIs (resampling images)."""
+             n_boot: int = 1000, seed: int = 0, groups: np.ndarray | None = None) -> dict[str, Metric]:
+    """Point estimates with percentile 95% CIs from a stratified bootstrap (of patients when `groups`)."""
     y = np.asarray(y, int)
 
     def compute(idx: np.ndarray) -> dict[str, float]:
@@ -77,14 +102,10 @@ def evaluate(y: np.ndarray, pred: np.ndarray | None = None, scores: np.ndarray |
         return out
 
     point = compute(np.arange(len(y)))
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    draw = _resampler(y, None if groups is None else np.asarray(groups), np.random.default_rng(seed))
     samples: dict[str, list[float]] = {k: [] for k in point}
     for _ in range(n_boot):
-        # Stratified resampling keeps both classes present, so AUC is defined in every replicate.
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))] if len(pos) and len(neg) \
-            else rng.choice(len(y), len(y))
-        for k, v in compute(idx).items():
+        for k, v in compute(draw()).items():
             samples[k].append(v)
     result = {}
     for k, v in point.items():

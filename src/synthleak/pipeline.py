@@ -97,19 +97,31 @@ def _score(report: MethodReport, data: AuditData, cfg: MethodConfig, rule: Decis
     if res.labelled_scores is not None and y_lab is not None:
         folds = labelled_folds(data, cfg)
         cv_pred = cv_decisions(res.labelled_scores, y_lab, rule, folds)
-        report.cv = evaluate(y_lab, cv_pred, res.labelled_scores, n_boot=n_boot, seed=cfg.seed)
+        report.cv = evaluate(y_lab, cv_pred, res.labelled_scores, n_boot=n_boot, seed=cfg.seed,
+                             groups=data.labelled_groups())
         report.threshold = rule.fit(res.labelled_scores, y_lab, res.test_scores)
     elif res.test_scores is not None:
         report.threshold = rule.fit(None, None, res.test_scores)
     if res.test_scores is not None:
         report.test_pred = (res.test_scores >= report.threshold).astype(int)
         if y_test is not None:
-            report.test = evaluate(y_test, report.test_pred, res.test_scores, n_boot=n_boot, seed=cfg.seed)
+            report.test = evaluate(y_test, report.test_pred, res.test_scores, n_boot=n_boot, seed=cfg.seed,
+                                   groups=_test_groups(data))
     for name, sig in res.variants.items():
         if sig.labelled is not None and y_lab is not None:
             report.variants_cv_auc[name] = score_metrics(y_lab, sig.labelled)["auc"]
         if sig.test is not None and y_test is not None:
             report.variants_test_auc[name] = score_metrics(y_test, sig.test)["auc"]
+
+
+def _test_groups(data: AuditData) -> np.ndarray | None:
+    """Groups of the test reals when the groups file covers them (for the patient bootstrap)."""
+    if data.groups is None or data.real_unknown is None:
+        return None
+    ids = data.real_unknown.ids
+    if not all(i in data.groups for i in ids):
+        return None
+    return np.array([data.groups[i] for i in ids])
 
 
 def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int,

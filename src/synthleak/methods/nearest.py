@@ -42,19 +42,48 @@ def _k(cfg: MethodConfig) -> int:
     return k
 
 
-def fold_reference_distance(x: np.ndarray, y: np.ndarray, folds, ref_class: int, k: int = 1) -> np.ndarray:
-    """Distance from each labelled row to its nearest labelled rows of `ref_class` in the *other* folds.
+#: random reference subsets averaged per score (see reference_distance)
+REFERENCE_REPEATS = 10
+
+
+def reference_distance(x: np.ndarray, ref: np.ndarray, size: int, k: int, rng: np.random.Generator,
+                       repeats: int = REFERENCE_REPEATS) -> np.ndarray:
+    """Mean k-NN distance from x to random `size`-row subsets of `ref` (all of `ref` when it is that small).
+
+    Nearest-neighbour distances shrink as the reference grows, so every score must see a reference of
+    the same size: otherwise a fold holding many images of one class (leaving few of that class in its
+    training part) would push all its scores one way, and labelled and test scores would differ in scale.
+    """
+    if size >= len(ref):
+        return NeighbourIndex(ref).search(x, k)[0].mean(1)
+    total = np.zeros(len(x))
+    for _ in range(repeats):
+        subset = ref[rng.choice(len(ref), size, replace=False)]
+        total += NeighbourIndex(subset).search(x, k)[0].mean(1)
+    return total / repeats
+
+
+def fold_reference_size(y: np.ndarray, folds, classes: tuple[int, ...]) -> int:
+    """Largest reference size every fold's training part can offer for each of `classes`."""
+    size = min(int((y[train] == c).sum()) for train, _ in folds for c in classes)
+    if size == 0:
+        raise SynthleakError("a cross-validation fold has no labelled reals of one class in its training part "
+                             "(give more labelled reals or patients, or fewer --folds)")
+    return size
+
+
+def fold_reference_distance(x: np.ndarray, y: np.ndarray, folds, ref_class: int, size: int, k: int = 1,
+                            seed: int = 0) -> np.ndarray:
+    """Distance from each labelled row to the labelled rows of `ref_class` in the *other* folds.
 
     Cross-fitting by fold keeps the reference independent of the scored row's own label and of its
-    patient (the folds are group-aware), exactly as for a test image scored against all labelled reals.
+    patient (the folds are group-aware), as for a test image scored against the labelled reals; the
+    reference is subsampled to `size` rows in every fold (see reference_distance).
     """
     out = np.empty(len(x))
-    for train, val in folds:
-        ref = x[train][y[train] == ref_class]
-        if len(ref) == 0:
-            raise SynthleakError("a cross-validation fold has no labelled reals of one class in its training part "
-                                 "(give more labelled reals or patients, or fewer --folds)")
-        out[val] = NeighbourIndex(ref).search(x[val], k)[0].mean(1)
+    for i, (train, val) in enumerate(folds):
+        rng = np.random.default_rng([seed, ref_class, i])
+        out[val] = reference_distance(x[val], x[train][y[train] == ref_class], size, k, rng)
     return out
 
 
@@ -87,14 +116,17 @@ def run_nearest_calibrated(data: AuditData, cfg: MethodConfig) -> MethodResult:
     _, y = data.labelled()
     ref = lab[y == 0]
     folds = labelled_folds(data, cfg)
+    size = fold_reference_size(y, folds, (0,))
     result = MethodResult(test_scores=None, trained_on=record)
-    result.labelled_scores = -index.search(lab, k)[0].mean(1) + fold_reference_distance(lab, y, folds, 0, k)
+    result.labelled_scores = (-index.search(lab, k)[0].mean(1)
+                              + fold_reference_distance(lab, y, folds, 0, size, k, cfg.seed))
     if test is not None:
         d, idx = index.search(test, max(k, 3))
-        result.test_scores = -d[:, :k].mean(1) + NeighbourIndex(ref).search(test, k)[0].mean(1)
+        rng = np.random.default_rng([cfg.seed, 0, len(folds)])
+        result.test_scores = -d[:, :k].mean(1) + reference_distance(test, ref, size, k, rng)
         result.neighbours = idx[:, :3]
-    result.notes.append(f"reference set: {len(ref)} labelled real_not_used images (cross-fitted by fold for "
-                        "labelled rows)")
+    result.notes.append(f"reference: random subsets of {size} of the {len(ref)} labelled real_not_used images "
+                        "(the other folds' for labelled rows)")
     return result
 
 
@@ -110,14 +142,16 @@ def run_control_real_only(data: AuditData, cfg: MethodConfig) -> MethodResult:
     _, y = data.labelled()
     k = _k(cfg)
     folds = labelled_folds(data, cfg)
+    size = fold_reference_size(y, folds, (0, 1))
     used, not_used = lab[y == 1], lab[y == 0]
     result = MethodResult(test_scores=None, trained_on=record)
-    result.labelled_scores = (-fold_reference_distance(lab, y, folds, 1, k)
-                              + fold_reference_distance(lab, y, folds, 0, k))
+    result.labelled_scores = (-fold_reference_distance(lab, y, folds, 1, size, k, cfg.seed)
+                              + fold_reference_distance(lab, y, folds, 0, size, k, cfg.seed))
     if test is not None:
-        result.test_scores = (-NeighbourIndex(used).search(test, k)[0].mean(1)
-                              + NeighbourIndex(not_used).search(test, k)[0].mean(1))
-    result.notes.append("control: uses labelled reals only, never synthetic images")
+        rng = np.random.default_rng([cfg.seed, 2, len(folds)])
+        result.test_scores = (-reference_distance(test, used, size, k, rng)
+                              + reference_distance(test, not_used, size, k, rng))
+    result.notes.append(f"control: labelled reals only, never synthetic images (references of {size} per class)")
     return result
 
 
