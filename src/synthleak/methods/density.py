@@ -20,7 +20,7 @@ from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
 from .base import MethodResult, labelled_folds
-from .nearest import embed
+from .nearest import REFERENCE_REPEATS, embed, fold_reference_size
 
 REFERENCES = ("all-reals", "non-members")
 
@@ -28,6 +28,13 @@ REFERENCES = ("all-reals", "non-members")
 def _log_density(fit_rows: np.ndarray, query: np.ndarray, bw_factor: float | None = None) -> np.ndarray:
     kde = gaussian_kde(fit_rows.T, bw_method=bw_factor)
     return kde.logpdf(query.T)
+
+
+def _subsampled_log_density(ref: np.ndarray, query: np.ndarray, size: int, rng: np.random.Generator,
+                            repeats: int = REFERENCE_REPEATS) -> np.ndarray:
+    if size >= len(ref):
+        return _log_density(ref, query)
+    return np.mean([_log_density(ref[rng.choice(len(ref), size, replace=False)], query) for _ in range(repeats)], 0)
 
 
 def _check_reference_size(n: int, n_comp: int) -> None:
@@ -56,16 +63,19 @@ def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
             raise SynthleakError("--set domias_reference=non-members needs labelled real_not_used/ images")
         y = data.labelled()[1]
         ref = pl[y == 0]
-        # labelled rows are cross-fitted: each fold's reference density uses the other folds' non-members
+        # labelled rows are cross-fitted: each fold's reference density uses the other folds' non-members,
+        # subsampled to one common size (KDE values and bandwidths depend on the number of points)
+        folds = labelled_folds(data, cfg)
+        size = fold_reference_size(y, folds, (0,))
+        _check_reference_size(size, n_comp)
         ref_lab = np.empty(len(pl))
-        for train, val in labelled_folds(data, cfg):
-            fold_ref = pl[train][y[train] == 0]
-            _check_reference_size(len(fold_ref), n_comp)
-            ref_lab[val] = _log_density(fold_ref, pl[val])
-        _check_reference_size(len(ref), n_comp)
-        ref_test = _log_density(ref, pt) if pt is not None else None
-        result.notes.append(f"reference density: {len(ref)} labelled non-members (cross-fitted by fold for "
-                            "labelled rows)")
+        for i, (train, val) in enumerate(folds):
+            rng = np.random.default_rng([cfg.seed, i])
+            ref_lab[val] = _subsampled_log_density(pl[train][y[train] == 0], pl[val], size, rng)
+        ref_test = (_subsampled_log_density(ref, pt, size, np.random.default_rng([cfg.seed, len(folds)]))
+                    if pt is not None else None)
+        result.notes.append(f"reference density: random subsets of {size} of the {len(ref)} labelled "
+                            "non-members (the other folds' for labelled rows)")
     else:
         # every real image, unlabelled: the population density; labels are never read
         factor = gaussian_kde(reals.T).factor
