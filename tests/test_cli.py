@@ -168,3 +168,20 @@ def test_build_bench_force_replaces(tmp_path):
     assert main(args + ["--force"]) == 0
     assert len(list((tmp_path / "b" / "train" / "generated").iterdir())) == 4
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_method_all_runs_every_method_with_cpu_sized_options(tiny_challenge, tmp_path, capsys):
+    from synthleak.methods import METHODS
+
+    out = tmp_path / "run.csv"
+    rc = main(["audit", str(tiny_challenge), "--method", "all", "--out", str(out), "--groups",
+               str(tiny_challenge / "groups.csv"), "--labels", str(tiny_challenge / "test_labels.csv"),
+               "--epochs", "1", "--image-size", "32", "--vit-size", "tiny", "--base-filters", "4",
+               "--max-train-images", "16", "--set", "nce_patches=16", "--bootstrap", "10", "--quiet",
+               "--cache-dir", "none"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    for name in METHODS:
+        assert validate_run(tmp_path / f"run.{name}.csv", tiny_challenge / "test") == 24, name
+        assert any(line.startswith(name) for line in printed.splitlines()), name
+    assert "skipped" not in printed
