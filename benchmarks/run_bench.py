@@ -36,10 +36,7 @@ def markdown(report: AuditReport, title: str, settings: str, seconds: float) -> 
         "| method | CV AUC [95% CI] | CV kappa | test AUC [95% CI] | TPR@1%FPR | TPR@0.1%FPR | kappa | F1 | acc | time |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    methods = list(report.methods)
-    if report.control is not None and report.control not in methods:
-        methods.append(report.control)
-    for m in methods:
+    for m in report.rows():
         if m.error:
             lines.append(f"| {m.name} | skipped: {m.error} |||||||||")
             continue

@@ -45,6 +45,12 @@ class AuditReport:
     warnings: list[str] = field(default_factory=list)
     control: MethodReport | None = None
 
+    def rows(self) -> list[MethodReport]:
+        """The requested methods, then the reference control when it was run only as a check."""
+        if self.control is not None and self.control not in self.methods:
+            return [*self.methods, self.control]
+        return list(self.methods)
+
     def by_name(self, name: str) -> MethodReport:
         for m in self.methods:
             if m.name == name:
@@ -256,10 +262,7 @@ def format_table(report: AuditReport) -> str:
         head += ["test AUC [95% CI]", "TPR@1%FPR", "kappa", "F1", "acc"]
     head += ["time"]
     rows = []
-    methods = list(report.methods)
-    if report.control is not None and report.control not in methods:
-        methods.append(report.control)
-    for m in methods:
+    for m in report.rows():
         name = m.name + (" (reference)" if m.name == CONTROL else "")
         if m.error:
             rows.append([name] + ["-"] * (len(head) - 2) + [f"skipped: {m.error}"])

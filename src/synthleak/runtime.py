@@ -38,7 +38,8 @@ def choose_device(requested: str | None = None) -> str:
     return requested
 
 
-def torch_generator(seed: int, device: str = "cpu"):
+def torch_generator(seed: int):
+    """A seeded CPU generator: the same random draws whatever device the model runs on."""
     import torch
 
     g = torch.Generator(device="cpu")

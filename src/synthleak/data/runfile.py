@@ -82,7 +82,8 @@ def read_scores_or_run(path: str | Path) -> tuple[dict[str, float], bool]:
     """Read a run or scores file; returns ({id: value}, is_binary_run). Ids may carry an extension."""
     path = Path(path)
     out: dict[str, float] = {}
-    for n, key, value in _read_rows(path, "run/scores file"):
+    rows = _read_rows(path, "run/scores file")
+    for n, key, value in rows:
         ident = _strip_ext(key)
         try:
             v = float(value)
@@ -93,8 +94,7 @@ def read_scores_or_run(path: str | Path) -> tuple[dict[str, float], bool]:
         if ident in out:
             raise DataError(f"{path}:{n}: duplicate id {ident!r}")
         out[ident] = v
-    binary = all(v in (0.0, 1.0) for v in out.values()) and all(
-        value in ("0", "1") for _, _, value in _read_rows(path, "run/scores file"))
+    binary = all(value in ("0", "1") for _, _, value in rows)
     return out, binary
 
 
