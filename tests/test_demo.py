@@ -67,3 +67,47 @@ def test_small_demo_runs_and_detects_members(tmp_path, capsys):
 def test_full_demo(tmp_path, capsys):
     assert run_demo(tmp_path) == 0
     assert "members are detectable" in capsys.readouterr().out
+
+
+def test_label_groups_make_labelled_and_test_reals_disjoint_populations(tmp_path):
+    from synthleak.bench.phantoms import make_population_phantoms
+
+    images, patients, populations = make_population_phantoms(24, 2, n_populations=3, seed=2)
+    spec = BenchSpec(member_fraction=0.5, labelled_fraction=0.3, n_generated_train=6, n_generated_test=3,
+                     generator="noisy-copies", seed=1)
+    label_groups = np.array([f"pop{p}" for p in populations])
+    summary = build_benchmark(images, patients, tmp_path / "b", spec, quiet=True, label_groups=label_groups)
+    table = dict(line.split(",") for line in (tmp_path / "b" / "label_groups.csv").read_text().splitlines())
+    data = discover(tmp_path / "b")
+    labelled_pops = {table[i] for i in data.real_used.ids + data.real_not_used.ids}
+    test_pops = {table[i] for i in data.real_unknown.ids}
+    assert labelled_pops and test_pops and not labelled_pops & test_pops
+    assert set(summary["label_groups"]["labelled"]) == labelled_pops
+    # members and non-members are drawn inside every population, the test ones included
+    labels = read_labels(tmp_path / "b" / "test_labels.csv")
+    for pop in test_pops:
+        ys = {labels[i] for i in data.real_unknown.ids if table[i] == pop}
+        assert ys == {0, 1}
+
+
+def test_label_groups_refuse_a_patient_in_two_label_groups():
+    from synthleak.bench.build import split_membership
+    from synthleak.errors import DataError
+
+    groups = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    label_groups = np.array(["a", "b", "a", "a", "b", "b", "b", "b"])
+    with pytest.raises(DataError, match="patient group '0' spans"):
+        split_membership(groups, BenchSpec(), np.random.default_rng(0), label_groups)
+
+
+def test_build_from_folder_label_groups_folders(tmp_path):
+    import cv2
+
+    images, _ = make_phantoms(12, 2, seed=3)
+    for i, im in enumerate(images):
+        folder = tmp_path / "real" / ("a" if i < 12 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"s{i}.png"), im)
+    summary = build_from_folder(tmp_path / "real", tmp_path / "bench", n_generated=9, generator="noisy-copies",
+                                member_fraction=0.5, labelled_fraction=0.5, quiet=True, label_groups="folders")
+    assert sorted(summary["label_groups"]["labelled"] + summary["label_groups"]["test"]) == ["a", "b"]

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("real", help="folder of real images (recursively), or a class-folder dataset")
     b.add_argument("--out", required=True)
     b.add_argument("--groups", help="<id>,<group> (patients); default: each image its own group")
+    b.add_argument("--label-groups", help="<id>,<label group> file, or 'folders' (first subfolder): labelled and "
+                   "test reals come from disjoint label groups (a shifted benchmark)")
     b.add_argument("--member-fraction", type=float, default=0.3)
     b.add_argument("--labelled-fraction", type=float, default=0.2)
     b.add_argument("--n-generated", type=int, default=3000)
@@ -252,7 +254,8 @@ def cmd_build_bench(args) -> int:
     build_from_folder(Path(args.real), Path(args.out), groups=args.groups, member_fraction=args.member_fraction,
                       labelled_fraction=args.labelled_fraction, n_generated=args.n_generated,
                       epochs=args.epochs, generator=args.generator, seed=args.seed,
-                      device=choose_device(args.device), quiet=args.quiet, force=args.force)
+                      device=choose_device(args.device), quiet=args.quiet, force=args.force,
+                      label_groups=args.label_groups)
     return 0
 
 

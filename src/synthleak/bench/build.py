@@ -59,9 +59,69 @@ def _write_pngs(folder: Path, prefix: str, images: np.ndarray, start: int = 1) -
     return names
 
 
+def split_membership(groups: np.ndarray, spec: BenchSpec, rng: np.random.Generator,
+                     label_groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(member, labelled) boolean masks over the images; every patient lies wholly on one side of each.
+
+    Without label groups, patients are split into members / non-members, then each side into labelled
+    and test patients. With label groups (e.g. hospitals, scanners, anatomy clusters), whole label
+    groups are labelled or test, so the labelled reals and the test reals come from different
+    populations (the shifted setting), and members and non-members are drawn within each label group
+    so that every population has both.
+    """
+    if label_groups is None:
+        member = split_by_group(groups, spec.member_fraction, rng)
+        labelled = np.zeros(len(groups), bool)
+        for side in (member, ~member):
+            sub = split_by_group(groups[side], spec.labelled_fraction, rng)
+            labelled[np.flatnonzero(side)[sub]] = True
+        return member, labelled
+    label_groups = np.asarray(label_groups).astype(str)
+    _check_label_groups(groups, label_groups)
+    names = np.unique(label_groups)
+    member = np.zeros(len(groups), bool)
+    for name in names:
+        inside = np.flatnonzero(label_groups == name)
+        member[inside[split_by_group(groups[inside], spec.member_fraction, rng)]] = True
+    # whole label groups, in random order, become labelled while that brings the labelled share
+    # closer to labelled_fraction (at least one group labelled, at least one left for the test set)
+    target = spec.labelled_fraction * len(groups)
+    labelled_names: list[str] = []
+    count = 0
+    for name in rng.permutation(names):
+        size = int((label_groups == name).sum())
+        if len(labelled_names) == len(names) - 1:
+            break
+        if not labelled_names or count + size / 2 <= target:
+            labelled_names.append(name)
+            count += size
+    return member, np.isin(label_groups, labelled_names)
+
+
+def _check_label_groups(groups: np.ndarray, label_groups: np.ndarray) -> None:
+    from ..errors import DataError
+
+    names = np.unique(label_groups)
+    if len(names) < 2:
+        raise DataError("--label-groups: needs at least 2 label groups (one labelled, one test)")
+    for g in np.unique(groups):
+        inside = np.unique(label_groups[groups == g])
+        if len(inside) > 1:
+            raise DataError(f"--label-groups: patient group {str(g)!r} spans label groups {', '.join(inside[:3])} "
+                            "(a patient must belong to one label group)")
+    for name in names:
+        if len(np.unique(groups[label_groups == name])) < 2:
+            raise DataError(f"--label-groups: label group {name!r} has fewer than 2 patient groups "
+                            "(members and non-members are drawn within each label group)")
+
+
 def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchSpec,
-                    device: str = "cpu", quiet: bool = False, force: bool = False) -> dict:
+                    device: str = "cpu", quiet: bool = False, force: bool = False,
+                    label_groups: np.ndarray | None = None, synthetic: np.ndarray | None = None) -> dict:
     """Write the challenge layout to `out`; returns a summary dict.
+
+    `synthetic` supplies the generated images instead of training `spec.generator` on the members
+    (signal-free controls: images from a generator that saw neither members nor non-members).
 
     The benchmark is built in a temporary folder beside `out` and renamed into place at the end, so an
     interrupted build never leaves a half-written benchmark. An existing non-empty `out` is replaced
@@ -73,7 +133,7 @@ def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Ben
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        summary = _write_benchmark(images, groups, staging, spec, device, quiet)
+        summary = _write_benchmark(images, groups, staging, spec, device, quiet, label_groups, synthetic)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(staging, out)
@@ -85,18 +145,20 @@ def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Ben
 
 
 def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchSpec, device: str,
-                     quiet: bool) -> dict:
+                     quiet: bool, label_groups: np.ndarray | None = None,
+                     synthetic: np.ndarray | None = None) -> dict:
     rng = np.random.default_rng(spec.seed)
-    member = split_by_group(groups, spec.member_fraction, rng)
-    labelled = np.zeros(len(groups), bool)
-    for side in (member, ~member):
-        sub = split_by_group(groups[side], spec.labelled_fraction, rng)
-        labelled[np.flatnonzero(side)[sub]] = True
-    generator = make_generator(spec, device, quiet).fit(images[member], epochs=spec.generator_epochs)
-    synthetic = generator.sample(spec.n_generated_train + spec.n_generated_test)
+    member, labelled = split_membership(groups, spec, rng, label_groups)
+    generator = None
+    if synthetic is None:
+        generator = make_generator(spec, device, quiet).fit(images[member], epochs=spec.generator_epochs)
+        synthetic = generator.sample(spec.n_generated_train + spec.n_generated_test)
+    elif len(synthetic) < spec.n_generated_train + spec.n_generated_test:
+        raise ValueError("fewer synthetic images supplied than n_generated_train + n_generated_test")
 
     _write_pngs(out / "train" / "generated", "generated", synthetic[:spec.n_generated_train])
-    _write_pngs(out / "test" / "generated", "generated", synthetic[spec.n_generated_train:],
+    _write_pngs(out / "test" / "generated", "generated",
+                synthetic[spec.n_generated_train:spec.n_generated_train + spec.n_generated_test],
                 start=spec.n_generated_train + 1)
     used_names = _write_pngs(out / "train" / "real_used", "real_used", images[member & labelled])
     not_used_names = _write_pngs(out / "train" / "real_not_used", "real_not_used", images[~member & labelled])
@@ -111,9 +173,18 @@ def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Be
         "members": int(member.sum()), "non_members": int((~member).sum()),
         "train/real_used": len(used_names), "train/real_not_used": len(not_used_names),
         "test/real_unknown": len(test_names), "test members": int(member[test_idx].sum()),
-        "generated": len(synthetic), "generator": spec.generator, "seed": spec.seed,
+        "generated": spec.n_generated_train + spec.n_generated_test,
+        "generator": spec.generator if generator is not None else "supplied (not trained on these reals)",
+        "seed": spec.seed,
         "generator_epochs": getattr(generator, "epochs_trained", None),
     }
+    if label_groups is not None:
+        label_groups = np.asarray(label_groups).astype(str)
+        summary["label_groups"] = {"labelled": sorted(set(label_groups[labelled])),
+                                   "test": sorted(set(label_groups[~labelled]))}
+        rows = [*zip(used_names, label_groups[member & labelled]),
+                *zip(not_used_names, label_groups[~member & labelled]), *zip(test_names, label_groups[test_idx])]
+        (out / "label_groups.csv").write_text("".join(f"{Path(n).stem},{g}\n" for n, g in rows))
     (out / "SOURCE.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -121,11 +192,13 @@ def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Be
 def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, member_fraction: float = 0.3,
                       labelled_fraction: float = 0.2, n_generated: int = 3000, epochs: int = 300,
                       generator: str = "rae-gmm", seed: int = 0, device: str = "cpu", quiet: bool = False,
-                      force: bool = False) -> dict:
+                      force: bool = False, label_groups: str | Path | None = None) -> dict:
     """`synthleak build-bench`: every image below `real` (recursively) is a candidate member.
 
     Without a groups file each image is its own group: then slices of one patient can fall on both
     sides of the member split, and the real-only control will show how much that leaks.
+    `label_groups` (a `<id>,<label group>` file, or "folders" for the first subfolder below `real`)
+    draws the labelled and the test reals from disjoint label groups (see split_membership).
     """
     from ..data.images import IMAGE_SUFFIXES, load_image, natural_key
     from ..data.layout import read_groups
@@ -145,8 +218,23 @@ def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, m
     images = np.stack([load_image(p)[0] for p in files])
     table = read_groups(Path(groups)) if groups else {}
     group_ids = np.array([table.get(s, f"image_{s}") for s in stems])
+    label_group_ids = None
+    if label_groups is not None:
+        if str(label_groups) == "folders":
+            parts = [p.relative_to(real).parts for p in files]
+            if any(len(x) < 2 for x in parts):
+                top = next(p for p, x in zip(files, parts) if len(x) < 2)
+                raise DataError(f"{top}: --label-groups folders needs every image inside a subfolder of {real}")
+            label_group_ids = np.array([x[0] for x in parts])
+        else:
+            label_table = read_groups(Path(label_groups))
+            missing = [s for s in stems if s not in label_table]
+            if missing:
+                raise DataError(f"{label_groups}: {len(missing)} images have no label group (first: {missing[0]!r})")
+            label_group_ids = np.array([label_table[s] for s in stems])
     n_test = int(round(n_generated / 3))
     spec = BenchSpec(member_fraction=member_fraction, labelled_fraction=labelled_fraction,
                      n_generated_train=n_generated - n_test, n_generated_test=n_test, generator=generator,
                      generator_epochs=epochs, seed=seed)
-    return build_benchmark(images, group_ids, out, spec, device=device, quiet=quiet, force=force)
+    return build_benchmark(images, group_ids, out, spec, device=device, quiet=quiet, force=force,
+                           label_groups=label_group_ids)

@@ -89,3 +89,43 @@ def make_phantoms(n_patients: int, slices_per_patient: int, seed: int = 0) -> tu
             images.append(render_slice(patient, float(z), rng))
             groups.append(pid)
     return np.stack(images), np.array(groups)
+
+
+#: populations of very different anatomy and acquisition (body habitus, CT window, noise), for
+#: shifted benchmarks: (body scale, lung scale, intensity gain, intensity offset, noise scale)
+POPULATIONS: tuple[tuple[float, float, float, float, float], ...] = (
+    (1.00, 1.00, 1.00, 0.0, 1.0),    # adults, lung window
+    (0.72, 0.80, 1.00, 0.0, 0.8),    # small patients (children)
+    (1.15, 1.10, 0.70, 45.0, 1.0),   # large patients, a wider (flatter) window
+    (0.95, 0.90, 1.25, -20.0, 1.6),  # a noisier scanner with a narrower window
+)
+
+
+def make_population_phantoms(n_patients: int, slices_per_patient: int, n_populations: int = 4,
+                             seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phantoms from several populations: (images, patient index, population index).
+
+    Patients are assigned to populations in turn; each population rescales the anatomy and maps the
+    intensities through its own window, so images of two populations differ far more than two
+    patients of one population (the setting where a threshold learned on one population fails on
+    another).
+    """
+    if not 1 <= n_populations <= len(POPULATIONS):
+        raise ValueError(f"n_populations must be in 1..{len(POPULATIONS)}")
+    rng = np.random.default_rng(seed)
+    images, groups, populations = [], [], []
+    for pid in range(n_patients):
+        pop = pid % n_populations
+        body, lung, gain, offset, noise = POPULATIONS[pop]
+        p = make_patient(rng)
+        p.body_axes = (p.body_axes[0] * body, p.body_axes[1] * body)
+        p.lung_axes = (p.lung_axes[0] * lung * body, p.lung_axes[1] * lung * body)
+        p.lung_gap *= body
+        p.noise *= noise
+        for z in np.linspace(0.1, 0.9, slices_per_patient) + rng.uniform(-0.03, 0.03, slices_per_patient):
+            img = render_slice(p, float(z), rng).astype(np.float32)
+            img = np.where(img > 0, img * gain + offset, img)
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            groups.append(pid)
+            populations.append(pop)
+    return np.stack(images), np.array(groups), np.array(populations)
