@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("--only", default=",".join(NAMES))
     p.add_argument("--generator", default="rae-gmm")
+    p.add_argument("--image-size", type=int)
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     iqoth = SHARED / "iqoth-256"
     meta = Path(tempfile.mkdtemp(prefix="devbench-"))
     common = dict(member_fraction=0.3, labelled_fraction=0.3, n_generated=3000, epochs=args.epochs,
-                  generator=args.generator, seed=args.seed, force=args.force)
+                  generator=args.generator, seed=args.seed, force=args.force, image_size=args.image_size)
     if any(n.startswith("iqoth") for n in wanted):
         if not iqoth.exists():
             print(f"{iqoth} not present", file=sys.stderr)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         images, patients, populations = make_population_phantoms(200, 4, seed=args.seed)
         spec = BenchSpec(member_fraction=0.5, labelled_fraction=0.3, n_generated_train=2000,
                          n_generated_test=1000, generator=args.generator, generator_epochs=args.epochs,
-                         seed=args.seed)
+                         seed=args.seed, image_size=args.image_size)
         if "phantom-populations" in wanted:
             build_benchmark(images, patients, out / "phantom-populations", spec, force=args.force,
                             label_groups=np.array([f"population-{p}" for p in populations]))

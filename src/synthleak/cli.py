@@ -31,8 +31,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method options (defaults are each method's own)")
-    g.add_argument("--feature-space", default="pixels",
-                   help="feature space for nearest / nearest-calibrated / control (see `synthleak methods`)")
+    g.add_argument("--feature-space",
+                   help="feature space of the distance and density methods (default: each method's own; "
+                        "pixels for most; see `synthleak methods`)")
+    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters"),
+                   help="difficulty calibration of the scores with unlabelled real images (default: each "
+                        "method's own: none, except the default recipe); 'METHOD+neighbours' in --method does "
+                        "the same for one method")
+    g.add_argument("--calibrate-k", type=int, default=100,
+                   help="nearest real images in each image's reference (--calibrate neighbours; default 100)")
     g.add_argument("--synthetic-pool", choices=("all", "train"), default="all",
                    help="compare with train+test generated images (all, default) or train/generated only")
     g.add_argument("--epochs", type=int, help="training epochs of the method's model")
@@ -63,14 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("data", nargs="?", help="challenge-layout folder (or use --train/--test)")
     a.add_argument("--train", help="folder with generated/ and optionally real_used/, real_not_used/")
     a.add_argument("--test", help="folder with real_unknown/ (and optionally generated/)")
-    a.add_argument("--method", default="nearest",
-                   help="method name, comma-separated list, 'quick' (all fast ones) or 'all'")
+    a.add_argument("--method",
+                   help="method name (default: the default recipe), comma-separated list, 'quick' (all fast ones) "
+                        "or 'all'; NAME+neighbours / NAME+clusters adds a difficulty calibration")
     a.add_argument("--out", help="run file to write (<id>,<0|1>); several methods: RUN.<method>.csv")
     a.add_argument("--scores", help="scores file (<id>,<score>; default RUN.scores.csv)")
     a.add_argument("--labels", help="test labels (<id>,<0|1>) read only to report test metrics")
     a.add_argument("--groups", help="<id>,<group> (e.g. patient) for group-aware cross-validation")
-    a.add_argument("--decision", choices=("kappa", "f1", "fpr", "rate"), default="kappa",
-                   help="threshold rule: max kappa (default) / F1 by CV, target FPR, or member rate")
+    a.add_argument("--decision", choices=("auto", "kappa", "f1", "fpr", "rate", "quantile", "mixture", "tail"),
+                   default="auto",
+                   help="threshold rule (default auto: each method's own, kappa for most): max kappa / F1 on the "
+                        "labelled reals, target FPR, member rate, quantile (the labelled threshold's rank carried "
+                        "to the test scores), mixture (member rate estimated from the test scores), tail (only "
+                        "above every labelled non-member)")
     a.add_argument("--target-fpr", type=float, default=0.01)
     a.add_argument("--member-rate", type=float, default=0.5, help="expected share of members (rate rule)")
     a.add_argument("--id-style", choices=("stem", "name"), default="stem",
@@ -107,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--labelled-fraction", type=float, default=0.2)
     b.add_argument("--n-generated", type=int, default=3000)
     b.add_argument("--epochs", type=int, default=300, help="generator training epochs")
-    b.add_argument("--generator", choices=("rae-gmm", "noisy-copies"), default="rae-gmm")
+    b.add_argument("--generator", choices=("rae-gmm", "dcgan", "noisy-copies"), default="rae-gmm")
+    b.add_argument("--image-size", type=int, help="generator training resolution (dcgan: power of two, default 128)")
     _add_common(b)
 
     p = sub.add_parser("pretrain", help="supervised encoder pre-training on a class-folder dataset")
@@ -132,6 +145,7 @@ def _method_config(args):
 
     return MethodConfig(
         seed=args.seed, device=choose_device(args.device), feature_space=args.feature_space,
+        calibrate=args.calibrate, calibrate_k=args.calibrate_k,
         synthetic_pool=args.synthetic_pool, epochs=args.epochs, batch_size=args.batch_size,
         image_size=args.image_size, base_filters=args.base_filters, vit_size=args.vit_size,
         weights=args.weights, encoder=args.encoder, clusters=args.clusters,
@@ -142,8 +156,9 @@ def _method_config(args):
 
 
 def cmd_audit(args) -> int:
-    from .pipeline import format_table, run_audit
     from .decide import DecisionRule
+    from .methods import DEFAULT_METHOD
+    from .pipeline import format_table, run_audit
 
     if args.data is None and not (args.train and args.test):
         raise SynthleakError("give a data folder, or both --train DIR and --test DIR")
@@ -153,7 +168,7 @@ def cmd_audit(args) -> int:
         if report_dir.exists() and any(report_dir.iterdir()) and not args.force:
             raise SynthleakError(f"{report_dir}: report folder exists and is not empty (use --force)")
     rule = DecisionRule(args.decision, args.target_fpr, args.member_rate)
-    report = run_audit(args.data, train=args.train, test=args.test, methods=args.method, cfg=cfg,
+    report = run_audit(args.data, train=args.train, test=args.test, methods=args.method or DEFAULT_METHOD, cfg=cfg,
                        decision=rule, labels=args.labels, groups=args.groups, out=args.out,
                        scores_out=args.scores, force=args.force, id_style=args.id_style, n_boot=args.bootstrap)
     d = report.data
@@ -164,10 +179,10 @@ def cmd_audit(args) -> int:
     if d.has_labelled:
         from .methods.base import labelled_folds
 
-        print(f"decision: {rule.describe()}; CV: {len(labelled_folds(d, cfg))}-fold stratified"
-              + (" group-aware" if d.groups else "") + " on labelled reals")
-    else:
-        print(f"decision: {rule.describe()}")
+        print(f"CV: {len(labelled_folds(d, cfg))}-fold stratified" + (" group-aware" if d.groups else "")
+              + " on labelled reals")
+        if report.shift is not None:
+            print(("warning: " if report.shift.shifted else "shift check: ") + report.shift.message())
     if args.labels:
         print(f"test labels: {args.labels} (read only to report test metrics)")
     print()
@@ -175,6 +190,7 @@ def cmd_audit(args) -> int:
     for m in report.methods:
         if m.result is None:
             continue
+        print(f"decision [{m.name}]: {m.rule.describe()}")
         for note in m.result.notes:
             print(f"note [{m.name}]: {note}")
         for what, where in m.result.trained_on.items():
@@ -182,7 +198,8 @@ def cmd_audit(args) -> int:
         for what, where in m.outputs.items():
             print(f"wrote [{m.name}]: {where}")
     for w in report.warnings:
-        print(f"warning: {w}")
+        if report.shift is None or w != report.shift.message():  # the shift warning is printed above
+            print(f"warning: {w}")
     if args.report:
         from .report import write_report
 
@@ -255,7 +272,7 @@ def cmd_build_bench(args) -> int:
                       labelled_fraction=args.labelled_fraction, n_generated=args.n_generated,
                       epochs=args.epochs, generator=args.generator, seed=args.seed,
                       device=choose_device(args.device), quiet=args.quiet, force=args.force,
-                      label_groups=args.label_groups)
+                      label_groups=args.label_groups, image_size=args.image_size)
     return 0
 
 

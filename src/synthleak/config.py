@@ -11,7 +11,12 @@ class MethodConfig:
 
     seed: int = 0
     device: str = "cpu"
-    feature_space: str = "pixels"
+    #: None = the method's own default (pixels for the distance methods; the default recipe's choice)
+    feature_space: str | None = None
+    #: difficulty calibration (see synthleak.calibration); None = the method's own default (none for
+    #: every method but the default recipe)
+    calibrate: str | None = None
+    calibrate_k: int = 100
     # 'all' pools train/ and test/ generated images (one generator); 'train' uses train/generated only.
     synthetic_pool: str = "all"
     epochs: int | None = None

@@ -3,16 +3,31 @@
 Thresholds are chosen on labelled reals only: to maximise Cohen's kappa (default) or F1, at a target
 false-positive rate, or at an expected member rate. `cv_decisions` estimates how good the decision
 will be on unseen images by choosing the threshold on k-1 folds and applying it to the held-out one.
+
+Rules that transfer to test reals unlike the labelled ones (other patients, another scanner):
+- `quantile` carries the *rank* of the labelled threshold rather than its value: the share q of
+  labelled scores below the kappa-best threshold becomes the test threshold at the q-quantile of
+  the test scores (robust to any monotone shift of the test scores; assumes a similar member rate).
+- `mixture` estimates the test member rate from the test scores themselves (a two-component
+  Gaussian mixture; the upper component is "used") and flags that share; when the mixture does not
+  separate, it falls back to the labelled member rate.
+- `tail` is precision-first: flag only scores above every labelled non-member's score (a conformal
+  bound: a new non-member exceeds them all with probability at most 1 / (n0 + 1)).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 OBJECTIVES = ("kappa", "f1")
+MODES = (*OBJECTIVES, "fpr", "rate", "quantile", "mixture", "tail")
+#: placeholder mode: each method's own rule (MethodSpec.decision), resolved by the audit
+AUTO = "auto"
+#: mixture components closer than this many pooled standard deviations are "not separated"
+MIXTURE_MIN_SEPARATION = 1.0
 
 
 def cv_folds(y: np.ndarray, groups: np.ndarray | None = None, n_splits: int = 5, seed: int = 0):
@@ -76,9 +91,50 @@ def threshold_at_rate(scores: np.ndarray, member_rate: float) -> float:
     return float(np.quantile(np.asarray(scores, float), 1 - member_rate))
 
 
+def quantile_threshold(scores: np.ndarray, y: np.ndarray, unlabelled: np.ndarray) -> float:
+    """The kappa-best labelled threshold carried to the unlabelled scores by its quantile."""
+    scores = np.asarray(scores, float)
+    t = best_threshold(scores, y, "kappa")
+    below = float((scores < t).mean())
+    if below <= 0.0:
+        return float(np.min(unlabelled)) - 1e-12
+    if below >= 1.0:
+        return float(np.nextafter(np.max(unlabelled), np.inf))
+    return float(np.quantile(np.asarray(unlabelled, float), below))
+
+
+def mixture_member_rate(scores: np.ndarray, fallback: float, seed: int = 0) -> tuple[float, bool]:
+    """Share of the upper component of a 1-D two-component Gaussian mixture of `scores`.
+
+    Returns (rate, separated). When the components are closer than MIXTURE_MIN_SEPARATION pooled
+    standard deviations, or the rate is extreme, the mixture has found no second population: the
+    fallback rate is returned with separated=False.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(scores, float).reshape(-1, 1)
+    if len(x) < 10 or np.ptp(x) == 0:
+        return fallback, False
+    gmm = GaussianMixture(2, random_state=seed, n_init=3).fit(x)
+    means, weights = gmm.means_.ravel(), gmm.weights_
+    sd = np.sqrt(np.sum(weights * gmm.covariances_.ravel()))
+    upper = int(np.argmax(means))
+    rate = float(weights[upper])
+    separated = abs(means[1] - means[0]) >= MIXTURE_MIN_SEPARATION * sd and 0.05 <= rate <= 0.95
+    return (rate, True) if separated else (fallback, False)
+
+
+def tail_threshold(scores: np.ndarray, y: np.ndarray) -> float:
+    """Just above the highest labelled non-member score."""
+    neg = np.asarray(scores, float)[np.asarray(y) == 0]
+    if len(neg) == 0:
+        raise ValueError("no labelled non-members to set a tail threshold")
+    return float(np.nextafter(neg.max(), np.inf))
+
+
 @dataclass
 class DecisionRule:
-    """How to binarise: mode in {'kappa', 'f1', 'fpr', 'rate'}."""
+    """How to binarise: mode in MODES (see the module docstring)."""
 
     mode: str = "kappa"
     target_fpr: float = 0.01
@@ -87,14 +143,20 @@ class DecisionRule:
     def __post_init__(self) -> None:
         from .errors import SynthleakError
 
-        if self.mode not in (*OBJECTIVES, "fpr", "rate"):
-            raise SynthleakError(f"--decision {self.mode}: choose from kappa, f1, fpr, rate")
+        if self.mode not in (*MODES, AUTO):
+            raise SynthleakError(f"--decision {self.mode}: choose from {', '.join(MODES)}")
         if not 0 <= self.target_fpr < 1:
             raise SynthleakError(f"--target-fpr {self.target_fpr:g}: must be at least 0 and below 1")
         if not 0 < self.member_rate < 1:
             raise SynthleakError(f"--member-rate {self.member_rate:g}: must be between 0 and 1 (exclusive)")
 
+    def resolve(self, method_default: str) -> "DecisionRule":
+        """This rule, or the method's own when the mode is 'auto'."""
+        return replace(self, mode=method_default) if self.mode == AUTO else self
+
     def fit(self, scores: np.ndarray | None, y: np.ndarray | None, unlabelled: np.ndarray | None = None) -> float:
+        if self.mode == AUTO:
+            raise ValueError("resolve() an 'auto' decision rule before fitting it")
         if self.mode in OBJECTIVES:
             if scores is None or y is None:
                 # Without labelled reals only the member-rate rule is possible.
@@ -107,13 +169,35 @@ class DecisionRule:
         if self.mode == "rate":
             pool = unlabelled if unlabelled is not None else scores
             return threshold_at_rate(pool, self.member_rate)
+        if self.mode == "tail":
+            if scores is None or y is None:
+                raise ValueError("--decision tail needs labelled reals")
+            return tail_threshold(scores, y)
+        pool = unlabelled if unlabelled is not None else scores
+        if scores is None or y is None:
+            # without labelled reals: the mixture still estimates a rate; the quantile rule cannot
+            rate = mixture_member_rate(pool, self.member_rate)[0] if self.mode == "mixture" else self.member_rate
+            return threshold_at_rate(pool, rate)
+        if self.mode == "quantile":
+            return quantile_threshold(scores, y, pool)
+        if self.mode == "mixture":
+            rate, _ = mixture_member_rate(pool, float(np.mean(y)))
+            return threshold_at_rate(pool, rate)
         raise ValueError(f"unknown decision mode {self.mode!r}")
 
     def describe(self) -> str:
+        if self.mode == AUTO:
+            return "each method's own rule"
         if self.mode in OBJECTIVES:
             return f"threshold maximising {self.mode} on the labelled reals"
         if self.mode == "fpr":
             return f"threshold at {self.target_fpr:g} FPR on the labelled non-members"
+        if self.mode == "quantile":
+            return "the kappa-best labelled threshold carried to the test scores by its quantile"
+        if self.mode == "mixture":
+            return "member rate estimated from the test scores (two-component mixture), top share flagged"
+        if self.mode == "tail":
+            return "flag only scores above every labelled non-member's score (precision first)"
         return f"top {self.member_rate:.0%} of test scores flagged as members"
 
 
@@ -124,6 +208,9 @@ def cv_decisions(scores: np.ndarray, y: np.ndarray, rule: DecisionRule, folds) -
     for train_idx, val_idx in folds:
         if rule.mode == "rate":
             t = threshold_at_rate(scores[train_idx], rule.member_rate)
+        elif rule.mode in ("quantile", "mixture"):
+            # these rules read the unlabelled scores they are applied to: here the held-out fold's
+            t = rule.fit(scores[train_idx], y[train_idx], scores[val_idx])
         else:
             t = rule.fit(scores[train_idx], y[train_idx])
         pred[val_idx] = (scores[val_idx] >= t).astype(int)

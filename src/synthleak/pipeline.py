@@ -11,12 +11,13 @@ import numpy as np
 from .config import MethodConfig
 from .data.layout import AuditData, discover
 from .data.runfile import atomic_write_text, check_writable, read_labels, run_text, scores_text
-from .decide import DecisionRule, cv_decisions
+from .decide import AUTO, DecisionRule, cv_decisions
 from .errors import DataError, SynthleakError
-from .methods import CONTROL, METHODS, MethodResult, get_method, run_method
+from .methods import CONTROL, DEFAULT_METHOD, METHODS, MethodResult, get_method, method_config, run_method
 from .methods.base import labelled_folds
 from .metrics import Metric, evaluate, score_metrics
 from .runtime import log, seed_everything
+from .shift import ShiftCheck, check_shift
 
 #: control AUC (CV on labelled reals) above which the audit warns that labels leak through the reals
 CONTROL_WARN_AUC = 0.6
@@ -25,6 +26,7 @@ CONTROL_WARN_AUC = 0.6
 @dataclass
 class MethodReport:
     name: str
+    rule: DecisionRule = field(default_factory=DecisionRule)
     seconds: float = 0.0
     result: MethodResult | None = None
     cv: dict[str, Metric] | None = None
@@ -44,6 +46,8 @@ class AuditReport:
     decision: DecisionRule
     warnings: list[str] = field(default_factory=list)
     control: MethodReport | None = None
+    #: are the labelled reals like the test reals? (None without both)
+    shift: ShiftCheck | None = None
 
     def rows(self) -> list[MethodReport]:
         """The requested methods, then the reference control when it was run only as a check."""
@@ -59,7 +63,8 @@ class AuditReport:
 
 
 def expand_methods(spec: str | list[str]) -> list[str]:
-    """'all' = every method; 'quick' = every method not marked slow; else a comma-separated list."""
+    """'all' = every method; 'quick' = every method not marked slow; else a comma-separated list
+    (names may carry a calibration variant: 'nearest+neighbours')."""
     names = spec if isinstance(spec, list) else [s.strip() for s in spec.split(",") if s.strip()]
     out: list[str] = []
     for n in names:
@@ -96,9 +101,9 @@ def test_labels(labels: str | Path | dict | None, data: AuditData) -> np.ndarray
     return np.array([table[i] for i in data.real_unknown.ids])
 
 
-def _score(report: MethodReport, data: AuditData, cfg: MethodConfig, rule: DecisionRule,
-           y_test: np.ndarray | None, n_boot: int) -> None:
-    res = report.result
+def _score(report: MethodReport, data: AuditData, cfg: MethodConfig, y_test: np.ndarray | None,
+           n_boot: int) -> None:
+    res, rule = report.result, report.rule
     y_lab = data.labelled()[1] if data.has_labelled else None
     if res.labelled_scores is not None and y_lab is not None:
         folds = labelled_folds(data, cfg)
@@ -132,7 +137,7 @@ def _test_groups(data: AuditData) -> np.ndarray | None:
 
 def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int,
             keep_going: bool) -> MethodReport:
-    report = MethodReport(name)
+    report = MethodReport(name, rule.resolve(get_method(name).decision))
     seed_everything(cfg.seed)
     start = time.perf_counter()
     try:
@@ -145,7 +150,7 @@ def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y
         return report
     report.seconds = time.perf_counter() - start
     _check_result(name, report.result, data)
-    _score(report, data, cfg, rule, y_test, n_boot)
+    _score(report, data, cfg, y_test, n_boot)
     return report
 
 
@@ -166,7 +171,7 @@ def run_audit(
     *,
     train: str | Path | None = None,
     test: str | Path | None = None,
-    methods: str | list[str] = "nearest",
+    methods: str | list[str] = DEFAULT_METHOD,
     cfg: MethodConfig | None = None,
     decision: DecisionRule | None = None,
     labels: str | Path | dict | None = None,
@@ -178,9 +183,11 @@ def run_audit(
     n_boot: int = 1000,
     check_control: bool = True,
 ) -> AuditReport:
-    """Audit a challenge-layout folder. Returns the report; writes run/score files when `out` is given."""
+    """Audit a challenge-layout folder. Returns the report; writes run/score files when `out` is given.
+
+    `decision` None (or mode 'auto') lets each method use its own rule (MethodSpec.decision)."""
     cfg = cfg or MethodConfig()
-    rule = decision or DecisionRule()
+    rule = decision or DecisionRule(AUTO)
     names = expand_methods(methods)
     multiple = len(names) > 1
     if scores_out is not None and (out is None or multiple):
@@ -195,14 +202,19 @@ def run_audit(
     audit_data = data if isinstance(data, AuditData) else discover(data, train, test, groups)
     if out is not None and audit_data.real_unknown is None:
         raise DataError("no real_unknown/ images to write a run file for")
-    if rule.mode == "fpr" and not audit_data.has_labelled:
-        raise SynthleakError("--decision fpr needs labelled reals (real_used/ and real_not_used/) to measure FPR")
+    if rule.mode in ("fpr", "tail") and not audit_data.has_labelled:
+        raise SynthleakError(f"--decision {rule.mode} needs labelled reals (real_used/ and real_not_used/) "
+                             "to measure false positives")
     y_test = test_labels(labels, audit_data)
     report = AuditReport(audit_data, [], rule)
     report.warnings += audit_data.notes
     if not audit_data.has_labelled:
         report.warnings.append("no labelled reals: thresholds use the expected member rate "
                                f"({rule.member_rate:.0%}) and no CV metrics can be given")
+    elif audit_data.real_unknown is not None:
+        report.shift = _shift_check(audit_data, cfg)
+        if report.shift.shifted:
+            report.warnings.append(report.shift.message())
     for n in names:
         log(f"running {n} ...", cfg.quiet)
         report.methods.append(run_one(n, audit_data, cfg, rule, y_test, n_boot, keep_going=multiple))
@@ -210,7 +222,7 @@ def run_audit(
         control = next((m for m in report.methods if m.name == CONTROL and m.result is not None), None)
         if control is None:
             # the reference control is the pixel-space one (the same reference in every audit)
-            control_cfg = replace(cfg, feature_space="pixels", quiet=True, artifacts_dir=None)
+            control_cfg = replace(cfg, feature_space="pixels", calibrate=None, quiet=True, artifacts_dir=None)
             control = run_one(CONTROL, audit_data, control_cfg, rule, y_test, n_boot, keep_going=True)
         report.control = control
         if control.cv is not None and control.cv["auc"].value > CONTROL_WARN_AUC:
@@ -222,12 +234,23 @@ def run_audit(
         for m in report.methods:
             if m.result is None or m.test_pred is None:
                 continue
-            _write_outputs(m, audit_data, paths[m.name], cfg, rule, force, id_style)
+            _write_outputs(m, audit_data, paths[m.name], method_config(m.name, cfg), report.shift, force, id_style)
     return report
 
 
+def _shift_check(data: AuditData, cfg: MethodConfig) -> ShiftCheck:
+    """Labelled vs test reals; patients kept in one fold when the groups file covers every real image."""
+    images, _ = data.labelled()
+    groups = None
+    if data.groups is not None:
+        ids = images.ids + data.real_unknown.ids
+        if all(i in data.groups for i in ids):
+            groups = np.array([data.groups[i] for i in ids])
+    return check_shift(images.pixels, data.real_unknown.pixels, groups=groups, seed=cfg.seed)
+
+
 def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg: MethodConfig,
-                   rule: DecisionRule, force: bool, id_style: str) -> None:
+                   shift: ShiftCheck | None, force: bool, id_style: str) -> None:
     ids = data.real_unknown.ids if id_style == "stem" else data.real_unknown.names
     atomic_write_text(paths["run"], run_text(ids, m.test_pred), force)
     atomic_write_text(paths["scores"], scores_text(ids, m.result.test_scores), force)
@@ -236,7 +259,9 @@ def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg
         "data": data.source,
         "seed": cfg.seed,
         "feature_space": cfg.feature_space,
-        "decision": rule.describe(),
+        "calibration": m.result.calibration,
+        "decision": m.rule.describe(),
+        "decision_rule": m.rule.mode,
         "threshold": m.threshold,
         "trained_on": m.result.trained_on,
         "notes": m.result.notes,
@@ -246,6 +271,7 @@ def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg
         "variants_cv_auc": m.variants_cv_auc,
         "variants_test_auc": m.variants_test_auc,
         "artifacts": [str(a) for a in m.result.artifacts],
+        "shift": shift.to_json() if shift is not None else None,
     }
     atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=str) + "\n", force)
     m.outputs = {k: str(v) for k, v in paths.items()}

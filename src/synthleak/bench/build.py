@@ -27,7 +27,8 @@ class BenchSpec:
     labelled_fraction: float = 0.35
     n_generated_train: int = 200
     n_generated_test: int = 100
-    generator: str = "rae-gmm"  # or 'noisy-copies' (instant, for tests)
+    generator: str = "rae-gmm"  # or 'dcgan', or 'noisy-copies' (instant, for tests)
+    image_size: int | None = None  # training resolution of the generator (None: its own default)
     generator_epochs: int = 150
     seed: int = 0
 
@@ -46,6 +47,10 @@ def make_generator(spec: BenchSpec, device: str = "cpu", quiet: bool = False):
         return RAEGenerator(seed=spec.seed, device=device, quiet=quiet)
     if spec.generator == "noisy-copies":
         return NoisyCopyGenerator(seed=spec.seed)
+    if spec.generator == "dcgan":
+        from .dcgan import DCGANBenchGenerator
+
+        return DCGANBenchGenerator(side=spec.image_size or 128, seed=spec.seed, device=device, quiet=quiet)
     raise ValueError(f"unknown generator {spec.generator!r}")
 
 
@@ -177,11 +182,13 @@ def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Be
         "generator": spec.generator if generator is not None else "supplied (not trained on these reals)",
         "seed": spec.seed,
         "generator_epochs": getattr(generator, "epochs_trained", None),
+        "generator_steps": getattr(generator, "steps_trained", None),
+        "generator_image_size": getattr(generator, "side", None),
     }
     if label_groups is not None:
         label_groups = np.asarray(label_groups).astype(str)
-        summary["label_groups"] = {"labelled": sorted(set(label_groups[labelled])),
-                                   "test": sorted(set(label_groups[~labelled]))}
+        summary["label_groups"] = {"labelled": sorted(map(str, set(label_groups[labelled]))),
+                                   "test": sorted(map(str, set(label_groups[~labelled])))}
         rows = [*zip(used_names, label_groups[member & labelled]),
                 *zip(not_used_names, label_groups[~member & labelled]), *zip(test_names, label_groups[test_idx])]
         (out / "label_groups.csv").write_text("".join(f"{Path(n).stem},{g}\n" for n, g in rows))
@@ -192,7 +199,8 @@ def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Be
 def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, member_fraction: float = 0.3,
                       labelled_fraction: float = 0.2, n_generated: int = 3000, epochs: int = 300,
                       generator: str = "rae-gmm", seed: int = 0, device: str = "cpu", quiet: bool = False,
-                      force: bool = False, label_groups: str | Path | None = None) -> dict:
+                      force: bool = False, label_groups: str | Path | None = None,
+                      image_size: int | None = None) -> dict:
     """`synthleak build-bench`: every image below `real` (recursively) is a candidate member.
 
     Without a groups file each image is its own group: then slices of one patient can fall on both
@@ -235,6 +243,6 @@ def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, m
     n_test = int(round(n_generated / 3))
     spec = BenchSpec(member_fraction=member_fraction, labelled_fraction=labelled_fraction,
                      n_generated_train=n_generated - n_test, n_generated_test=n_test, generator=generator,
-                     generator_epochs=epochs, seed=seed)
+                     generator_epochs=epochs, seed=seed, image_size=image_size)
     return build_benchmark(images, group_ids, out, spec, device=device, quiet=quiet, force=force,
                            label_groups=label_group_ids)

@@ -1,6 +1,14 @@
-"""Every method (recipe) synthleak can run, by name. Modules are imported only when a method runs."""
+"""Every method (recipe) synthleak can run, by name. Modules are imported only when a method runs.
+
+A name may carry a difficulty calibration as a variant: `nearest+neighbours` is `nearest` with
+`--calibrate neighbours` (see synthleak.calibration), so one `--method` list can compare a method
+with and without calibration.
+"""
 from __future__ import annotations
 
+import numpy as np
+
+from ..calibration import CALIBRATIONS, Calibration
 from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
@@ -8,6 +16,8 @@ from ..features import load_object
 from .base import MethodResult, MethodSpec
 
 CONTROL = "control-real-only"
+#: what `synthleak audit` runs without --method (chosen on the evidence in benchmarks/results/calibration.md)
+DEFAULT_METHOD = "default"
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
     MethodSpec("nearest", "synthleak.methods.nearest:run_nearest",
@@ -17,6 +27,13 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
                needs_labelled=True),
     MethodSpec("nearest-local", "synthleak.methods.density:run_nearest_local",
                "nearest-synthetic distance relative to the k-th nearest (local synthetic density; no reference)"),
+    MethodSpec(DEFAULT_METHOD, "synthleak.methods.density:run_density_ratio",
+               "the default recipe: density-ratio in 32x32 pixels, difficulty-calibrated by the 100 nearest reals "
+               "(labels unused), kappa-best threshold on the labelled reals",
+               feature_space="pixels32", calibration="neighbours", decision="kappa"),
+    MethodSpec("density-ratio", "synthleak.methods.density:run_density_ratio",
+               "k-NN DOMIAS: log(distance to the k-th nearest real, labels unused) - log(distance to the nearest "
+               "synthetic image)"),
     MethodSpec("domias", "synthleak.methods.density:run_domias",
                "DOMIAS density ratio p_synthetic / p_reference (KDE in PCA space; reference: all reals, unlabelled)"),
     MethodSpec("ensemble", "synthleak.methods.ensemble:run_ensemble",
@@ -44,18 +61,66 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
 ]}
 
 
+def split_variant(name: str) -> tuple[str, str | None]:
+    """'nearest+neighbours' -> ('nearest', 'neighbours'); 'nearest' -> ('nearest', None)."""
+    base, sep, calibration = name.partition("+")
+    if sep and calibration not in CALIBRATIONS:
+        raise SynthleakError(f"method {name!r}: unknown calibration {calibration!r} "
+                             f"(choose from {', '.join(CALIBRATIONS)})")
+    return base, (calibration if sep else None)
+
+
 def get_method(name: str) -> MethodSpec:
-    if name not in METHODS:
-        raise SynthleakError(f"unknown method {name!r} (see `synthleak methods`)")
-    return METHODS[name]
+    base, _ = split_variant(name)
+    if base not in METHODS:
+        raise SynthleakError(f"unknown method {base!r} (see `synthleak methods`)")
+    return METHODS[base]
+
+
+def method_config(name: str, cfg: MethodConfig) -> MethodConfig:
+    """cfg as method `name` (a variant name too) runs it: its own defaults where the user set none."""
+    return get_method(name).configure(cfg, split_variant(name)[1])
 
 
 def run_method(name: str, data: AuditData, cfg: MethodConfig) -> MethodResult:
     spec = get_method(name)
     if spec.needs_labelled and not data.has_labelled:
         raise SynthleakError(f"method {name} needs labelled reals (real_used/ and real_not_used/)")
-    fn = load_object(spec.target)
-    return fn(data, cfg)
+    cfg = method_config(name, cfg)
+    result = load_object(spec.target)(data, cfg)
+    calibration = Calibration(cfg.calibrate or "none", k=cfg.calibrate_k)
+    if calibration.active:
+        calibrate_result(result, data, cfg, calibration)
+    return result
 
 
-__all__ = ["CONTROL", "METHODS", "MethodResult", "MethodSpec", "get_method", "run_method"]
+def calibrate_result(result: MethodResult, data: AuditData, cfg: MethodConfig, calibration: Calibration) -> None:
+    """Replace the result's scores by difficulty-calibrated ones (labelled and test reals pooled, no labels).
+
+    The reference neighbourhoods come from the method's own feature space when it reports one, else
+    from 32x32 pixels (methods whose features are not a space for real images, e.g. a classifier)."""
+    from ..features import get_extractor
+
+    parts = [s for s in (result.labelled_scores, result.test_scores) if s is not None]
+    if not parts:
+        return
+    features = result.real_features
+    space = cfg.feature_space
+    if features is None:
+        space = "pixels32"
+        extractor = get_extractor(space, cfg)
+        images = [s for s in ((data.labelled()[0] if result.labelled_scores is not None else None),
+                              (data.real_unknown if result.test_scores is not None else None)) if s is not None]
+        features = np.concatenate([extractor.extract(s) for s in images])
+    scores = calibration.apply(np.concatenate(parts), features, cfg.seed)
+    n_lab = len(result.labelled_scores) if result.labelled_scores is not None else 0
+    if result.labelled_scores is not None:
+        result.labelled_scores = scores[:n_lab]
+    if result.test_scores is not None:
+        result.test_scores = scores[n_lab:]
+    result.notes.append(f"difficulty calibration: each score {calibration.describe()} in '{space}' space")
+    result.calibration = calibration.mode
+
+
+__all__ = ["CONTROL", "DEFAULT_METHOD", "METHODS", "MethodResult", "MethodSpec", "get_method", "method_config",
+           "run_method", "split_variant"]

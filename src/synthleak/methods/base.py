@@ -1,7 +1,7 @@
 """The method (recipe) interface: data + config in, continuous membership scores out."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +39,10 @@ class MethodResult:
     artifacts: list[Path] = field(default_factory=list)
     #: optional: for each test image, indices into the synthetic set of its nearest neighbours (report)
     neighbours: np.ndarray | None = None
+    #: optional: features of the labelled then the test reals (score order), for difficulty calibration
+    real_features: np.ndarray | None = None
+    #: the difficulty calibration applied to the scores ("none" when raw)
+    calibration: str = "none"
 
 
 MethodFn = Callable[[AuditData, MethodConfig], MethodResult]
@@ -53,6 +57,20 @@ class MethodSpec:
     needs_labelled: bool = False
     #: excluded from `--method all` (too slow for a default comparison)
     slow: bool = False
+    #: the method's own settings, used where the user chose none: feature space, calibration,
+    #: decision rule and `--set` options (the default recipe is a method with its own settings)
+    feature_space: str = "pixels"
+    calibration: str = "none"
+    decision: str = "kappa"
+    options: tuple[tuple[str, str], ...] = ()
+
+    def configure(self, cfg: MethodConfig, calibration: str | None = None) -> MethodConfig:
+        """cfg with this method's defaults filled in where the user left them open.
+
+        `calibration` (from a `method+calibration` variant name) overrides both."""
+        return replace(cfg, feature_space=cfg.feature_space or self.feature_space,
+                       calibrate=calibration or cfg.calibrate or self.calibration,
+                       options={**dict(self.options), **cfg.options})
 
 
 def training_synthetic(data: AuditData, cfg: MethodConfig) -> tuple[ImageSet, str]:

@@ -8,6 +8,16 @@ Gaussian KDEs (scipy, Scott bandwidth) in a PCA space fitted on the synthetic im
 `nearest-local` needs no reference data: it divides the distance to the nearest synthetic image by
 the distance to the k-th nearest, i.e. how much closer the generator came to x than its local
 sample density explains.
+
+`density-ratio` is DOMIAS with k-nearest-neighbour density estimates instead of KDEs: a k-NN
+density is p(x) ~ k / (N r_k(x)^D), so log p_synthetic(x) - log p_real(x) is, up to constants and
+the factor D, log r_real,k(x) - log r_synthetic,1(x): how much closer the generator came to x than
+the real population's own spacing around x. The real reference is every real image (labelled and
+test, labels unused, x itself excluded); its k (default 20) reaches past the handful of
+neighbouring slices of x's own patient, which would otherwise make the reference scale measure
+slice spacing rather than the population. Unlike a KDE it needs no bandwidth and no PCA, and it is
+invariant to any rescaling of the feature space (another CT window or contrast moves numerator
+and denominator together).
 """
 from __future__ import annotations
 
@@ -20,7 +30,7 @@ from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
 from .base import MethodResult, labelled_folds
-from .nearest import REFERENCE_REPEATS, embed, fold_reference_size
+from .nearest import REFERENCE_REPEATS, embed, fold_reference_size, real_rows
 
 REFERENCES = ("all-reals", "non-members")
 
@@ -57,7 +67,7 @@ def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
     reals = np.concatenate([a for a in (pl, pt) if a is not None])
     if len(reals) <= n_comp + 1:
         raise SynthleakError(f"domias needs more than {n_comp + 1} real images for its reference density")
-    result = MethodResult(test_scores=None, trained_on=record)
+    result = MethodResult(test_scores=None, trained_on=record, real_features=real_rows(lab, test))
     if reference == "non-members":
         if not data.has_labelled:
             raise SynthleakError("--set domias_reference=non-members needs labelled real_not_used/ images")
@@ -99,7 +109,7 @@ def run_nearest_local(data: AuditData, cfg: MethodConfig) -> MethodResult:
     if k < 2:
         raise SynthleakError("--set k_local=N: N must be at least 2")
     index = NeighbourIndex(syn)
-    result = MethodResult(test_scores=None, trained_on=record)
+    result = MethodResult(test_scores=None, trained_on=record, real_features=real_rows(lab, test))
 
     def score(x: np.ndarray) -> np.ndarray:
         d, _ = index.search(x, k)
@@ -111,4 +121,32 @@ def run_nearest_local(data: AuditData, cfg: MethodConfig) -> MethodResult:
         result.test_scores = score(test)
         result.neighbours = index.search(test, 3)[1]
     result.notes.append(f"distance to the nearest synthetic image / distance to the {k}-th nearest")
+    return result
+
+
+def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
+    syn, lab, test, _, record = embed(data, cfg)
+    k_real = cfg.option("k_real", 20, int)
+    k_syn = cfg.option("k", 1, int)
+    if k_real < 1 or k_syn < 1:
+        raise SynthleakError("--set k_real=N / k=N: N must be at least 1")
+    reals = np.concatenate([a for a in (lab, test) if a is not None])
+    if len(reals) <= k_real:
+        raise SynthleakError(f"density-ratio needs more than {k_real} real images (labelled + test) for its "
+                             f"reference scale (or --set k_real=N with a smaller N)")
+    d_syn, idx_syn = NeighbourIndex(syn).search(reals, max(k_syn, 3))
+    d_real, _ = NeighbourIndex(reals).search(reals, k_real + 1)  # the first is the image itself
+    # a floor keeps exact copies (distance 0) finite: far below any real spacing, so they rank first
+    floor = 1e-6 * max(float(np.median(d_real[:, -1])), 1e-12)
+    scores = np.log(np.maximum(d_real[:, -1], floor)) - np.log(np.maximum(d_syn[:, :k_syn].mean(1), floor))
+    n_lab = len(lab) if lab is not None else 0
+    result = MethodResult(test_scores=None, trained_on=record, real_features=reals)
+    if lab is not None:
+        result.labelled_scores = scores[:n_lab]
+    if test is not None:
+        result.test_scores = scores[n_lab:]
+        result.neighbours = idx_syn[n_lab:, :3]
+    result.notes.append(f"log(distance to the {k_real}-th nearest of {len(reals) - 1} other real images, labels "
+                        f"unused) - log(distance to the nearest of {len(syn)} synthetic images) in "
+                        f"'{cfg.feature_space}' space")
     return result

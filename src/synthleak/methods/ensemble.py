@@ -3,7 +3,8 @@
 Ranks are taken over all scored real images together (labelled and test, labels unused), so the
 components' different scales do not matter and nothing is fitted on labels: the ensemble's CV
 metrics stay honest without nested cross-validation. Components: `--set ensemble=a,b,c` (default
-nearest and nearest-local); each runs with the audit's feature space unless written `method@space`.
+nearest and nearest-local); each runs with the audit's feature space unless written `method@space`,
+and with a calibration when written `method+calibration` (e.g. `density-ratio+neighbours@pixels`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ DEFAULT_COMPONENTS = "nearest,nearest-local"
 
 
 def run_ensemble(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    from . import METHODS, run_method
+    from . import get_method, run_method
 
     spec = cfg.option("ensemble", DEFAULT_COMPONENTS)
     components = [c.strip() for c in spec.split(",") if c.strip()]
@@ -32,9 +33,15 @@ def run_ensemble(data: AuditData, cfg: MethodConfig) -> MethodResult:
     ranks = []
     for comp in components:
         name, _, space = comp.partition("@")
-        if name not in METHODS or name == "ensemble":
+        try:
+            spec = get_method(name)
+        except SynthleakError:
+            spec = None
+        if spec is None or spec.name == "ensemble":
             raise SynthleakError(f"--set ensemble: unknown component {name!r}")
-        sub_cfg = replace(cfg, feature_space=space or cfg.feature_space)
+        # components calibrate only when their own name says so (nearest+neighbours): the ensemble's
+        # --calibrate applies once, to the mean rank
+        sub_cfg = replace(cfg, feature_space=space or cfg.feature_space, calibrate=None)
         res = run_method(name, data, sub_cfg)
         parts = [a for a in (res.labelled_scores if n_lab else None, res.test_scores) if a is not None]
         r = rankdata(np.concatenate(parts)) / sum(len(p) for p in parts)

@@ -35,6 +35,12 @@ def embed(data: AuditData, cfg: MethodConfig, need_synthetic: bool = True):
     return syn, lab, test, extractor, record
 
 
+def real_rows(lab: np.ndarray | None, test: np.ndarray | None) -> np.ndarray | None:
+    """Features of the labelled then the test reals: the row order of MethodResult.real_features."""
+    parts = [a for a in (lab, test) if a is not None]
+    return np.concatenate(parts) if parts else None
+
+
 def _k(cfg: MethodConfig) -> int:
     k = cfg.option("k", 1, int)
     if k < 1:
@@ -91,7 +97,7 @@ def run_nearest(data: AuditData, cfg: MethodConfig) -> MethodResult:
     syn, lab, test, _, record = embed(data, cfg)
     index = NeighbourIndex(syn)
     k = _k(cfg)
-    result = MethodResult(test_scores=None, trained_on=record)
+    result = MethodResult(test_scores=None, trained_on=record, real_features=real_rows(lab, test))
     if lab is not None:
         result.labelled_scores = -index.search(lab, k)[0].mean(1)
     if test is not None:
@@ -117,7 +123,7 @@ def run_nearest_calibrated(data: AuditData, cfg: MethodConfig) -> MethodResult:
     ref = lab[y == 0]
     folds = labelled_folds(data, cfg)
     size = fold_reference_size(y, folds, (0,))
-    result = MethodResult(test_scores=None, trained_on=record)
+    result = MethodResult(test_scores=None, trained_on=record, real_features=real_rows(lab, test))
     result.labelled_scores = (-index.search(lab, k)[0].mean(1)
                               + fold_reference_distance(lab, y, folds, 0, size, k, cfg.seed))
     if test is not None:

@@ -1,0 +1,90 @@
+"""DCGAN benchmark generator: hinge loss, spectral-norm discriminator, EMA generator for sampling.
+
+The recipe bench-iqoth was built with (see its SOURCE.md): batch 16, Adam (lr 2e-4, betas 0 / 0.99)
+for both networks, no augmentation, EMA decay 0.99, trained at `side` px (members area-downsampled
+from 256) and sampled bilinearly upsampled to 256. Training runs through the one training engine,
+so it shows progress and, given a `state_path`, resumes after an interruption.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..runtime import log
+
+
+def _resize_stack(images: np.ndarray, side: int) -> np.ndarray:
+    interp = cv2.INTER_AREA if side < images.shape[1] else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (side, side), interpolation=interp) for im in images])
+
+
+class DCGANBenchGenerator:
+    """fit(members uint8 [n, H, W], epochs) then sample(n) -> uint8 [n, 256, 256]."""
+
+    def __init__(self, side: int = 128, latent: int = 128, width: int = 16, batch_size: int = 16,
+                 lr: float = 2e-4, ema_decay: float = 0.99, seed: int = 0, device: str = "cpu",
+                 quiet: bool = False, state_path: str | Path | None = None):
+        self.side, self.latent, self.width, self.batch_size = side, latent, width, batch_size
+        self.lr, self.ema_decay = lr, ema_decay
+        self.seed, self.device, self.quiet = seed, device, quiet
+        self.state_path = state_path
+
+    def fit(self, members: np.ndarray, epochs: int = 150, max_steps: int | None = None) -> "DCGANBenchGenerator":
+        import torch
+        import torch.nn.functional as F
+
+        from ..models.dcgan import DCGANDiscriminator, DCGANGenerator
+        from ..models.engine import IndexBatches, TrainingEngine
+        from ..runtime import seed_everything
+
+        seed_everything(self.seed)
+        x = torch.from_numpy(_resize_stack(members, self.side)).float().div(127.5).sub(1).unsqueeze(1)
+        mean_image = x.mean(0)
+        generator = DCGANGenerator(self.side, self.latent, self.width, mean_image=mean_image)
+        critic = DCGANDiscriminator(self.side, self.width)
+        betas = (0.0, 0.99)
+        optimizers = {"G": torch.optim.Adam(generator.parameters(), self.lr, betas=betas),
+                      "D": torch.optim.Adam(critic.parameters(), self.lr, betas=betas)}
+
+        def step(idx, engine):
+            real = x[idx].to(engine.device)
+            z = torch.randn(len(real), self.latent, generator=engine.generator).to(engine.device)
+            with engine.autocast():
+                fake = generator(z)
+                loss_d = F.relu(1 - critic(real)).mean() + F.relu(1 + critic(fake.detach())).mean()
+            engine.optimize(loss_d, "D")
+            with engine.autocast():
+                loss_g = -critic(fake).mean()
+            engine.optimize(loss_g, "G")
+            return {"D": loss_d, "G": loss_g}
+
+        fingerprint = f"dcgan-{self.side}-{self.latent}-{self.width}-{self.batch_size}-{self.lr}-{self.seed}-{len(x)}"
+        engine = TrainingEngine(
+            step, modules={"G": generator, "D": critic}, optimizers=optimizers, ema={"G": self.ema_decay},
+            batches=IndexBatches(len(x), self.batch_size, drop_last=len(x) >= self.batch_size, min_batch=2),
+            epochs=epochs if max_steps is None else None, max_steps=max_steps, seed=self.seed,
+            device=self.device, state_path=self.state_path, fingerprint=fingerprint, label="dcgan",
+            quiet=self.quiet, log_every=max(1, epochs // 10) if max_steps is None else 1)
+        result = engine.run()
+        engine.clear_state()
+        self.generator = engine.ema["G"]
+        self.epochs_trained, self.steps_trained = result.epochs_done, result.global_step
+        self.seconds = result.seconds
+        log(f"dcgan: {result.epochs_done} epochs / {result.global_step} steps on {len(x)} members at "
+            f"{self.side}px in {result.seconds:.0f}s", self.quiet)
+        return self
+
+    def sample(self, n: int, size: int = 256) -> np.ndarray:
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        out = []
+        self.generator.eval()
+        with torch.no_grad():
+            for i in range(0, n, 256):
+                z = torch.randn(min(256, n - i), self.latent, generator=gen).to(self.device)
+                out.append(self.generator(z).squeeze(1).float().cpu().numpy())
+        small = np.clip(np.rint((np.concatenate(out) + 1) * 127.5), 0, 255).astype(np.uint8)
+        return _resize_stack(small, size)

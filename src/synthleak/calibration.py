@@ -1,0 +1,110 @@
+"""Difficulty calibration: membership beyond "this kind of image is easy for the generator".
+
+A raw attack score mixes membership with difficulty: some anatomy, slice levels or acquisitions are
+simply well covered by the generator (every real image of that kind, member or not, lies close to
+some synthetic image) and others badly. Watson et al. (ICLR 2022, "On the importance of difficulty
+calibration in membership inference attacks") calibrate each example's score by a reference for
+that example; LiRA (Carlini et al., 2022) does the same with shadow models. Here the reference
+comes from the audit's own unlabelled real images: each real image's score is compared with the
+scores of real images *like it* (near it in the method's feature space), so what remains is "closer
+to the generator than images of its kind", and scores of different populations (other patients,
+scanners, windows) live on one scale, which is what lets a threshold chosen on the labelled reals
+transfer to the test reals.
+
+Labels never enter: the functions here take scores and features only (the labelled and the test
+reals pooled), which is what makes the transductive use of `real_unknown` images legitimate and the
+calibrated scores valid for a permutation test on the labels.
+
+Modes
+- `neighbours`: reference = mean score of the k nearest other real images (Euclidean, features as
+  the method uses them). k is large (default 100) on purpose: the few nearest images are often
+  slices of the same patient, who shares the image's membership; a reference made of them would
+  subtract the very signal we look for, while 100 neighbours span many patients.
+- `clusters`: reference = leave-one-out mean score of the image's k-means cluster (PCA of the
+  features, about one cluster per `cluster_size` reals): the coarser, piecewise-constant version.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SynthleakError
+
+CALIBRATIONS = ("none", "neighbours", "clusters")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How to calibrate: mode in CALIBRATIONS; k neighbours; reals per cluster (clusters mode)."""
+
+    mode: str = "none"
+    k: int = 100
+    cluster_size: int = 100
+
+    def __post_init__(self) -> None:
+        if self.mode not in CALIBRATIONS:
+            raise SynthleakError(f"--calibrate {self.mode}: choose from {', '.join(CALIBRATIONS)}")
+        if self.k < 2:
+            raise SynthleakError(f"--calibrate-k {self.k}: needs at least 2 neighbours")
+        if self.cluster_size < 2:
+            raise SynthleakError(f"calibration cluster size {self.cluster_size}: needs at least 2")
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none"
+
+    def describe(self) -> str:
+        if self.mode == "neighbours":
+            return f"minus the mean score of its {self.k} nearest real images (labels unused)"
+        if self.mode == "clusters":
+            return f"minus the mean score of its cluster of real images (about {self.cluster_size} per cluster)"
+        return "none"
+
+    def apply(self, scores: np.ndarray, features: np.ndarray, seed: int = 0) -> np.ndarray:
+        """Calibrated scores for every real image (labelled and test pooled, labels unused)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        features = np.asarray(features, dtype=np.float32)
+        if len(scores) != len(features):
+            raise ValueError("calibration needs one feature row per score")
+        if self.mode == "none":
+            return scores
+        if len(scores) < 3:
+            raise SynthleakError(f"difficulty calibration needs at least 3 real images, got {len(scores)}")
+        if self.mode == "neighbours":
+            return scores - neighbour_reference(scores, features, self.k)
+        return scores - cluster_reference(scores, features, self.cluster_size, seed)
+
+
+def neighbour_reference(scores: np.ndarray, features: np.ndarray, k: int) -> np.ndarray:
+    """Mean score of each row's k nearest other rows (itself excluded, k capped at n - 1)."""
+    from .attacks.knn import NeighbourIndex
+
+    k = min(k, len(scores) - 1)
+    _, idx = NeighbourIndex(features).search(features, k + 1)
+    # drop the row itself wherever it appears (exact duplicates may come first in either order)
+    own = idx == np.arange(len(scores))[:, None]
+    keep = ~own
+    keep[~own.any(1), -1] = False  # rows whose own index did not come back drop their farthest instead
+    neighbours = idx[keep].reshape(len(scores), k)
+    return scores[neighbours].mean(1)
+
+
+def cluster_reference(scores: np.ndarray, features: np.ndarray, cluster_size: int, seed: int) -> np.ndarray:
+    """Leave-one-out mean score of each row's k-means cluster (PCA to at most 20 dimensions first)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    n = len(scores)
+    n_clusters = int(np.clip(round(n / cluster_size), 1, n // 2))
+    if n_clusters == 1:
+        labels = np.zeros(n, int)
+    else:
+        dims = int(min(20, features.shape[1], n - 1))
+        reduced = PCA(dims, random_state=seed).fit_transform(features) if dims < features.shape[1] else features
+        labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(reduced)
+    sums = np.bincount(labels, weights=scores)
+    counts = np.bincount(labels)
+    # a singleton cluster has no other member: its reference is the global mean
+    loo = np.where(counts[labels] > 1, (sums[labels] - scores) / np.maximum(counts[labels] - 1, 1), scores.mean())
+    return loo
