@@ -1,6 +1,8 @@
 """synthleak: was this real image used to train the generator that made these synthetic images?"""
 __version__ = "0.1.0"
 
+from .leakage import Verdict, verdict  # noqa: E402  (the dataset-level test: numpy only at import)
+
 
 def audit(*args, **kwargs):
     """Run an audit (see synthleak.pipeline.run_audit)."""
@@ -9,4 +11,4 @@ def audit(*args, **kwargs):
     return run_audit(*args, **kwargs)
 
 
-__all__ = ["__version__", "audit"]
+__all__ = ["Verdict", "__version__", "audit", "verdict"]

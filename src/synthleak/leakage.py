@@ -1,0 +1,478 @@
+"""The dataset-level leakage verdict and the copy finder: pure functions on score and feature arrays.
+
+**The verdict** answers one question with one test: do the labelled members (label 1, `real_used`)
+score higher than the labelled non-members (label 0, `real_not_used`)? The statistic is the
+Mann-Whitney U, reported as its AUC form U / (n1 n0) (the chance that a member outscores a
+non-member, ties counting one half; 0.5 = no difference). Its one-sided p-value comes from random
+relabellings: p = (1 + #{relabelled AUC >= observed AUC}) / (1 + permutations), so p is never below
+1 / (1 + permutations) and is valid for any number of permutations. The relabelling is valid because
+the scores are label-free (the caller guarantees that no score was fitted on these labels). With
+`groups` (patients) whole groups are relabelled: neighbouring slices of one patient are not
+independent, and relabelling them one by one would read a patient effect as membership
+(anti-conservative; see benchmarks/results/verdict-stats.md). Every group must then carry one label.
+
+`leakage_shown` means p < alpha for that one test. **"Not shown" is absence of evidence, not proof
+of privacy**: it says this test, with these scores and this many labelled reals, did not separate
+members from non-members; a better attack, more labelled reals or other synthetic images may.
+
+**Descriptive statistics** (no test; computed when feature arrays of the synthetic images, the
+labelled members and the labelled non-members are given; distances are Euclidean, through
+`synthleak.attacks.knn.NeighbourIndex`). "Training set" below means the labelled members.
+
+- `copy_share` (Dar et al. 2024, memorization-ldm): the copy threshold is the 95th percentile, over
+  members, of the similarity between a member and its nearest non-member (how close two different
+  real patients' images get); a synthetic image whose similarity to its nearest member exceeds it is
+  a *copy* of that member. Higher = more copying. Similarity = 1 - d^2 / 2 for Euclidean distance d:
+  the cosine similarity when features are L2-normalised (and the Pearson correlation Dar et al. use
+  when they are also centred), a decreasing function of distance otherwise; d = sqrt(2 (1 - s)).
+  Its 95% CI is a percentile bootstrap over synthetic images with the threshold held fixed.
+- `ct` (Meehan, Chaudhuri, Dasgupta, AISTATS 2020, the C_T data-copying test): PCA to 64 dimensions
+  (fitted on the members, when wider), k-means with 3 cells on the members; in each cell a
+  Mann-Whitney U between the distances from synthetic images and from non-members to their nearest
+  member of that cell, Z-scored; Z averaged with the cells' non-member shares as weights, over the
+  cells holding more than 20 synthetic images. C_T << 0: synthetic images sit closer to the
+  training set than fresh reals do (copying); ~0: as close as fresh reals; >> 0: farther
+  (underfitting).
+- `authenticity` (Alaa et al., ICML 2022): a synthetic image is inauthentic when its distance to its
+  nearest member is at most that member's distance to its own nearest other member. The share of
+  authentic synthetic images; lower = more copying.
+- `memorised_share` (Gu et al. 2023): a synthetic image is memorised when its nearest member is
+  closer than 1/3 of the distance to the second nearest. Higher = more copying.
+
+With `member_groups`, "other member" (authenticity) and "second nearest" (Gu) must belong to another
+group than the member in question: near-duplicate neighbouring slices of one patient count as one.
+
+All four are relative to the *labelled* members, usually a sample of the generator's training set:
+a copy of a training image that is not among them is not found, and a member's nearest other member
+lies farther than it would in the full training set. Read them as descriptions of these images, not
+estimates for the whole training set.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .attacks.knn import NeighbourIndex
+from .errors import SynthleakError
+
+MIN_PERMUTATIONS = 100
+#: relabelled statistics within this of the observed one count as ties (>=): float noise only makes p larger
+_TIE_TOLERANCE = 1e-12
+#: label-matrix entries per permutation block (a few MB of float64)
+_BLOCK_ENTRIES = 1_000_000
+
+
+# ---------------------------------------------------------------- input checks
+
+def _float_vector(values, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1:
+        raise SynthleakError(f"{name}: expected a 1-D array, got shape {arr.shape}")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if len(bad):
+        raise SynthleakError(f"{name}: {len(bad)} value(s) are NaN or infinite (first at position {bad[0]})")
+    return arr
+
+
+def _label_vector(labels, n: int) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or len(arr) != n:
+        raise SynthleakError(f"labels: {arr.size} labels for {n} scores; give one 0/1 label per score")
+    if not np.isin(arr, (0, 1)).all():
+        raise SynthleakError("labels: every label must be 0 (non-member) or 1 (member)")
+    return arr.astype(int)
+
+
+def _group_codes(groups, n: int, name: str) -> np.ndarray:
+    """Integer codes of the groups (compared as strings), checked against the row count."""
+    arr = np.asarray(groups)
+    if arr.ndim != 1 or len(arr) != n:
+        raise SynthleakError(f"{name}: {arr.size} entries for {n} rows; give one group per row")
+    return np.unique(arr.astype(str), return_inverse=True)[1]
+
+
+def _feature_matrix(values, name: str, min_rows: int) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.ndim != 2:
+        raise SynthleakError(f"{name}: expected a 2-D [n, d] array, got shape {arr.shape}")
+    if len(arr) < min_rows:
+        raise SynthleakError(f"{name}: {len(arr)} row(s); at least {min_rows} needed")
+    if not np.isfinite(arr).all():
+        raise SynthleakError(f"{name}: contains NaN or infinite values")
+    return arr
+
+
+def _same_width(**arrays: np.ndarray) -> None:
+    widths = {name: a.shape[1] for name, a in arrays.items()}
+    if len(set(widths.values())) > 1:
+        raise SynthleakError("feature arrays differ in width: "
+                             + ", ".join(f"{k} {v}" for k, v in widths.items()))
+
+
+def _ids(ids, n: int, name: str) -> list[str]:
+    if ids is None:
+        return [str(i) for i in range(n)]
+    out = [str(i) for i in ids]
+    if len(out) != n:
+        raise SynthleakError(f"{name}: {len(out)} ids for {n} feature rows")
+    return out
+
+
+def _check_permutations(permutations: int) -> None:
+    if int(permutations) != permutations or permutations < MIN_PERMUTATIONS:
+        raise SynthleakError(f"permutations {permutations}: must be an integer of at least {MIN_PERMUTATIONS}")
+
+
+def _check_alpha(alpha: float, permutations: int) -> None:
+    if not 0 < alpha < 1:
+        raise SynthleakError(f"alpha {alpha:g}: must be between 0 and 1 (exclusive)")
+    _check_permutations(permutations)
+    if 1 / (1 + permutations) >= alpha:
+        needed = int(np.floor(1 / alpha))
+        while 1 / (1 + needed) >= alpha:
+            needed += 1
+        raise SynthleakError(f"permutations {permutations}: the smallest possible p-value 1/(1+{permutations}) "
+                             f"is not below alpha {alpha:g}; use at least {needed}")
+
+
+# ---------------------------------------------------------------- the test
+
+@dataclass(frozen=True)
+class PermutationTest:
+    """One-sided Mann-Whitney test (members score higher) with a relabelling p-value."""
+
+    auc: float  #: U / (n1 n0) observed: P(member score > non-member score), ties 1/2
+    p_value: float
+    permutations: int
+    units: int  #: exchangeable units relabelled: groups when given, else images
+    grouped: bool
+
+    def describe(self) -> str:
+        unit = "groups" if self.grouped else "images"
+        return (f"one-sided Mann-Whitney U (members score higher than non-members), p from "
+                f"{self.permutations} random relabellings of {self.units} {unit}")
+
+
+def _unit_labels(labels: np.ndarray, codes: np.ndarray, groups) -> np.ndarray:
+    """One label per group; a group holding both labels is a user error (it cannot be relabelled whole)."""
+    counts = np.bincount(codes)
+    members = np.bincount(codes, weights=labels)
+    mixed = np.flatnonzero((members > 0) & (members < counts))
+    if len(mixed):
+        names = np.unique(np.asarray(groups).astype(str))[mixed]
+        shown = ", ".join(repr(g) for g in names[:3]) + (" ..." if len(names) > 3 else "")
+        raise SynthleakError(f"groups: {len(mixed)} group(s) hold both members and non-members ({shown}); "
+                             "every group (patient) must carry one label")
+    return (members > 0).astype(float)
+
+
+def permutation_test(scores, labels, *, groups=None, permutations: int = 2000, seed: int = 0) -> PermutationTest:
+    """Test that members (label 1) score higher than non-members (label 0).
+
+    Ranks are computed once (mid-ranks for ties); a relabelling only changes which ranks are summed,
+    so each block of relabellings is one matrix product. With `groups`, group labels are permuted and
+    each group brings all its images' ranks along, so the number of member images may change between
+    relabellings: that is why the statistic is the AUC form U / (n1 n0) rather than U itself.
+    """
+    from scipy.stats import rankdata
+
+    scores = _float_vector(scores, "scores")
+    labels = _label_vector(labels, len(scores))
+    _check_permutations(permutations)
+    if groups is None:
+        codes = np.arange(len(scores))
+        unit_label = labels.astype(float)
+    else:
+        codes = _group_codes(groups, len(scores), "groups")
+        unit_label = _unit_labels(labels, codes, groups)
+    unit_kind = "groups" if groups is not None else "images"
+    for value, name in ((1, "members"), (0, "non-members")):
+        if (unit_label == value).sum() < 2:
+            raise SynthleakError(f"labels: fewer than 2 {name} ({unit_kind}); the test needs at least 2 of each")
+
+    rank_sum = np.bincount(codes, weights=rankdata(scores))
+    size = np.bincount(codes).astype(float)
+    n = len(scores)
+
+    def auc(member_rank_sum, n_members):
+        u = member_rank_sum - n_members * (n_members + 1) / 2
+        return u / (n_members * (n - n_members))
+
+    observed = float(auc(unit_label @ rank_sum, unit_label @ size))
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_ENTRIES // len(unit_label))
+    at_least = 0
+    for start in range(0, permutations, block):
+        relabelled = rng.permuted(np.broadcast_to(unit_label, (min(block, permutations - start), len(unit_label))),
+                                  axis=1)
+        stats = auc(relabelled @ rank_sum, relabelled @ size)
+        at_least += int((stats >= observed - _TIE_TOLERANCE).sum())
+    return PermutationTest(auc=observed, p_value=(1 + at_least) / (1 + permutations),
+                           permutations=int(permutations), units=len(unit_label), grouped=groups is not None)
+
+
+# ---------------------------------------------------------------- descriptive statistics
+
+def similarity(distance: np.ndarray) -> np.ndarray:
+    """1 - d^2/2: the cosine similarity of L2-normalised features; decreasing in distance always."""
+    return 1.0 - np.square(distance) / 2.0
+
+
+def _nearest_outside(index: NeighbourIndex, queries: np.ndarray, query_keys: np.ndarray,
+                     db_keys: np.ndarray) -> np.ndarray:
+    """Distance from each query to its nearest database row whose key differs from the query's key.
+
+    Keys are row numbers (skip one's own row) or group codes (skip one's own patient). k grows until
+    every query has found an outside row, so a patient with many near-identical slices costs only a
+    wider search for the queries that need it.
+    """
+    out = np.full(len(queries), np.inf)
+    todo = np.arange(len(queries))
+    k = min(len(db_keys), 8)
+    while len(todo):
+        dist, idx = index.search(queries[todo], k)
+        outside = db_keys[idx] != query_keys[todo, None]
+        found = outside.any(axis=1)
+        first = outside.argmax(axis=1)
+        out[todo[found]] = dist[found, first[found]]
+        todo = todo[~found]
+        if k == len(db_keys):
+            break
+        k = min(len(db_keys), k * 4)
+    return out
+
+
+def _nearest_members(members, synthetic, member_groups):
+    """Checked inputs and each synthetic image's nearest member: (index over members, member keys,
+    synthetic, distance [m], member row [m]). Keys are group codes, or row numbers without groups."""
+    members = _feature_matrix(members, "member_features", 2)
+    synthetic = _feature_matrix(synthetic, "synthetic_features", 1)
+    _same_width(member_features=members, synthetic_features=synthetic)
+    if member_groups is None:
+        keys = np.arange(len(members))
+    else:
+        keys = _group_codes(member_groups, len(members), "member_groups")
+        if keys.max() < 1:
+            raise SynthleakError("member_groups: all members are in one group; need at least 2 groups")
+    index = NeighbourIndex(members)
+    dist, nearest = index.search(synthetic, 1)
+    return index, keys, synthetic, dist[:, 0], nearest[:, 0]
+
+
+def authenticity(members, synthetic, *, member_groups=None) -> float:
+    """Share of synthetic images that are authentic (Alaa et al. 2022); lower = more copying.
+
+    A synthetic image x with nearest member t is inauthentic when d(x, t) <= d(t, nearest other
+    member of t) (ties count as inauthentic, so an exact copy of a duplicated member is caught).
+    With `member_groups`, t's nearest other member must come from another group.
+    """
+    index, keys, synthetic, d_syn, nearest = _nearest_members(members, synthetic, member_groups)
+    d_member = _nearest_outside(index, index.database, keys, keys)
+    return float(np.mean(d_syn > d_member[nearest]))
+
+
+def memorised_share(members, synthetic, *, member_groups=None, ratio: float = 1 / 3) -> float:
+    """Share of synthetic images memorised in Gu et al.'s sense (2023); higher = more copying.
+
+    x is memorised when d(x, nearest member) < ratio * d(x, second nearest member), with the second
+    nearest taken from another group than the nearest when `member_groups` are given.
+    """
+    index, keys, synthetic, d_first, nearest = _nearest_members(members, synthetic, member_groups)
+    d_second = _nearest_outside(index, synthetic, keys[nearest], keys)
+    return float(np.mean(d_first < ratio * d_second))
+
+
+def data_copying_ct(members, nonmembers, synthetic, *, cells: int = 3, min_synthetic: int = 20,
+                    pca_dims: int = 64, seed: int = 0) -> float:
+    """Meehan et al.'s C_T (2020): << 0 copying, ~0 like fresh reals, >> 0 underfitting.
+
+    Members are the training set T, non-members the held-out reals P, synthetic images Q. A cell
+    enters when it holds more than `min_synthetic` synthetic images (dgm-eval's tau = 20/m) and at
+    least one non-member (a cell without one has weight 0). Within a cell, U counts the
+    (synthetic, non-member) pairs where the synthetic image is the farther one from the cell's
+    members (ties 1/2), Z = (U - mn/2) / sqrt(mn(m+n+1)/12) as in the paper (no continuity
+    correction: the reference code's +0.5 is a p-value device, not part of the statistic).
+    Raises SynthleakError when no cell qualifies.
+    """
+    from scipy.stats import rankdata
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    members = _feature_matrix(members, "member_features", 1)
+    if len(members) < cells:
+        raise SynthleakError(f"C_T: {len(members)} members cannot fill {cells} k-means cells")
+    nonmembers = _feature_matrix(nonmembers, "nonmember_features", 1)
+    synthetic = _feature_matrix(synthetic, "synthetic_features", 1)
+    _same_width(member_features=members, nonmember_features=nonmembers, synthetic_features=synthetic)
+    if members.shape[1] > pca_dims:
+        pca = PCA(n_components=min(pca_dims, len(members)), random_state=seed).fit(members)
+        members, nonmembers, synthetic = (pca.transform(a).astype(np.float32)
+                                          for a in (members, nonmembers, synthetic))
+    kmeans = KMeans(n_clusters=cells, n_init=10, random_state=seed).fit(members)
+    cell_t, cell_p, cell_q = kmeans.labels_, kmeans.predict(nonmembers), kmeans.predict(synthetic)
+    z_scores, weights = [], []
+    for c in range(cells):
+        p, q = nonmembers[cell_p == c], synthetic[cell_q == c]
+        if len(q) <= min_synthetic or len(p) == 0:
+            continue
+        index = NeighbourIndex(members[cell_t == c])
+        d_q = index.search(q, 1)[0][:, 0]
+        d_p = index.search(p, 1)[0][:, 0]
+        m, n = len(q), len(p)
+        u = rankdata(np.r_[d_q, d_p])[:m].sum() - m * (m + 1) / 2
+        z_scores.append((u - m * n / 2) / np.sqrt(m * n * (m + n + 1) / 12))
+        weights.append(n / len(nonmembers))
+    if not z_scores:
+        raise SynthleakError(f"C_T: none of the {cells} cells holds more than {min_synthetic} synthetic images "
+                             "and a non-member")
+    return float(np.dot(weights, z_scores) / np.sum(weights))
+
+
+@dataclass(frozen=True)
+class CopyRow:
+    """A synthetic image judged a copy of a labelled member (similarity = 1 - d^2/2)."""
+
+    synthetic_id: str
+    real_id: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class CopyFinding:
+    threshold: float  #: similarity above which a synthetic image is a copy
+    share: float  #: share of synthetic images that are copies
+    ci: tuple[float, float]  #: 95% percentile bootstrap over synthetic images, threshold fixed
+    rows: list[CopyRow]  #: the copies, most similar first
+
+
+def find_copies(members, nonmembers, synthetic, *, synthetic_ids: Sequence | None = None,
+                member_ids: Sequence | None = None, quantile: float = 0.95, bootstraps: int = 2000,
+                seed: int = 0) -> CopyFinding:
+    """Dar et al.'s copy finder with their threshold (see the module docstring).
+
+    The threshold is numpy's (linearly interpolated) `quantile` of the members' nearest-non-member
+    similarities. A bootstrap resample of m synthetic images holds Binomial(m, share) copies, so the
+    bootstrap is drawn from that distribution directly (exactly the resampling distribution, O(1) per
+    draw). With no copies the interval is [0, 0]: read it beside the number of synthetic images.
+    """
+    members = _feature_matrix(members, "member_features", 1)
+    nonmembers = _feature_matrix(nonmembers, "nonmember_features", 1)
+    synthetic = _feature_matrix(synthetic, "synthetic_features", 1)
+    _same_width(member_features=members, nonmember_features=nonmembers, synthetic_features=synthetic)
+    syn_ids = _ids(synthetic_ids, len(synthetic), "synthetic_ids")
+    mem_ids = _ids(member_ids, len(members), "member_ids")
+    real_pair = similarity(NeighbourIndex(nonmembers).search(members, 1)[0][:, 0])
+    threshold = float(np.quantile(real_pair, quantile))
+    dist, nearest = NeighbourIndex(members).search(synthetic, 1)
+    sim = similarity(dist[:, 0])
+    is_copy = sim > threshold
+    share = float(is_copy.mean())
+    draws = np.random.default_rng(seed).binomial(len(synthetic), share, bootstraps) / len(synthetic)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    flagged = np.flatnonzero(is_copy)
+    order = flagged[np.lexsort((flagged, -sim[flagged]))]  # most similar first, then by row
+    rows = [CopyRow(syn_ids[i], mem_ids[nearest[i, 0]], float(sim[i])) for i in order]
+    return CopyFinding(threshold, share, (float(low), float(high)), rows)
+
+
+# ---------------------------------------------------------------- the verdict
+
+def format_p(p: float, alpha: float | None = None) -> str:
+    """Two significant digits in plain decimals (never 'p < x': the permutation floor stays visible),
+    with more digits when rounding would put the shown value on the other side of alpha."""
+    decimals = max(2, 1 - int(np.floor(np.log10(p))))
+    while True:
+        text = f"{p:.{decimals}f}"
+        if alpha is None or (float(text) < alpha) == (p < alpha) or decimals >= 8:
+            break
+        decimals += 1
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@dataclass
+class Verdict:
+    """Dataset-level verdict (see the module docstring for each field's definition and direction).
+
+    Descriptive fields are None when the feature arrays were not given, or (C_T) when not
+    computable; `notes` says why.
+    """
+
+    leakage_shown: bool  #: p_value < alpha
+    p_value: float  #: (1 + #{relabelled AUC >= observed}) / (1 + permutations)
+    alpha: float
+    test: str  #: what was tested, in words
+    permutations: int
+    auc: float  #: the observed statistic: P(member score > non-member score), ties 1/2; 0.5 = chance
+    n_members: int  #: labelled images with label 1
+    n_nonmembers: int
+    copy_share: float | None = None  #: share of synthetic images that copy a labelled member (higher = worse)
+    copy_share_ci: tuple[float, float] | None = None  #: 95% bootstrap CI over synthetic images
+    copy_threshold: float | None = None  #: similarity (1 - d^2/2) above which a synthetic image is a copy
+    ct: float | None = None  #: Meehan's C_T: << 0 copying, ~0 like fresh reals, >> 0 underfitting
+    authenticity: float | None = None  #: share of authentic synthetic images (lower = worse)
+    memorised_share: float | None = None  #: Gu et al.'s memorised share (higher = worse)
+    copies: list[CopyRow] = field(default_factory=list)  #: one row per copy, most similar first
+    notes: list[str] = field(default_factory=list)  #: why a statistic is missing
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        if self.copy_share_ci is not None:
+            out["copy_share_ci"] = list(self.copy_share_ci)
+        return out
+
+    def summary(self) -> str:
+        """One line, e.g. 'verdict: leakage shown (p = 0.0005; copies: 12.5% [9.8, 15.4] of synthetic images)'.
+
+        The copies clause appears whenever the copy share was computed, whatever the verdict.
+        """
+        parts = [f"p = {format_p(self.p_value, self.alpha)}"]
+        if self.copy_share is not None and self.copy_share_ci is not None:
+            low, high = self.copy_share_ci
+            parts.append(f"copies: {100 * self.copy_share:.1f}% [{100 * low:.1f}, {100 * high:.1f}] "
+                         "of synthetic images")
+        shown = "shown" if self.leakage_shown else "not shown"
+        return f"verdict: leakage {shown} ({'; '.join(parts)})"
+
+
+def verdict(scores, labels, *, groups=None, synthetic_features=None, member_features=None,
+            nonmember_features=None, synthetic_ids: Sequence | None = None, member_ids: Sequence | None = None,
+            member_groups=None, alpha: float = 0.05, permutations: int = 2000, seed: int = 0) -> Verdict:
+    """Dataset-level leakage verdict on label-free `scores` of labelled reals (1 = member, higher = "used").
+
+    The scores must not have been fitted on these labels (cross-fitted scores are not label-free
+    either): relabelling is only valid when the labels could have been any others. `groups` (one per
+    score, e.g. patient ids) makes the relabelling patient-level; each group must carry one label.
+    `leakage_shown` = p < `alpha` with p from `permutations` random relabellings (p >= 1/(1+permutations)).
+    A "not shown" verdict is absence of evidence at this test's power, not proof of privacy.
+
+    The three feature arrays (synthetic images, labelled members, labelled non-members; same width;
+    all or none) add the descriptive statistics and the copies table; `synthetic_ids` / `member_ids`
+    name their rows (row numbers otherwise) and `member_groups` gives the members' patients.
+    Seeded: the same inputs and seed give the same verdict. Bad input raises SynthleakError (one line).
+    """
+    _check_alpha(alpha, permutations)
+    result = permutation_test(scores, labels, groups=groups, permutations=permutations, seed=seed)
+    labels = np.asarray(labels)
+    out = Verdict(leakage_shown=result.p_value < alpha, p_value=result.p_value, alpha=float(alpha),
+                  test=result.describe(), permutations=result.permutations, auc=result.auc,
+                  n_members=int((labels == 1).sum()), n_nonmembers=int((labels == 0).sum()))
+    given = [a is not None for a in (synthetic_features, member_features, nonmember_features)]
+    if not any(given):
+        if synthetic_ids is not None or member_ids is not None or member_groups is not None:
+            raise SynthleakError("synthetic_ids / member_ids / member_groups need the feature arrays")
+        return out
+    if not all(given):
+        raise SynthleakError("give synthetic_features, member_features and nonmember_features together")
+    copies = find_copies(member_features, nonmember_features, synthetic_features, synthetic_ids=synthetic_ids,
+                         member_ids=member_ids, seed=seed)
+    out.copy_share, out.copy_share_ci, out.copy_threshold, out.copies = (
+        copies.share, copies.ci, copies.threshold, copies.rows)
+    out.authenticity = authenticity(member_features, synthetic_features, member_groups=member_groups)
+    out.memorised_share = memorised_share(member_features, synthetic_features, member_groups=member_groups)
+    try:
+        out.ct = data_copying_ct(member_features, nonmember_features, synthetic_features, seed=seed)
+    except SynthleakError as exc:
+        out.notes.append(str(exc))
+    return out
