@@ -13,11 +13,12 @@ Architecture contract
 - optimiser defaults `lr`, `weight_decay`, StepLR `step_size` / `gamma`, and `augment`
   ('light': random affine + intensity jitter; 'strong': also Gaussian blur and random erasing).
 
-A linear head (`out_dim` -> classes) is put on top and trained with cross-entropy and Adam
-(`cfg.lr` overrides the architecture's learning rate). The checkpoint written to `cfg.out` holds
-the best-validation weights as safetensors, keys `encoder.<...>` and `head.<...>`, and the metadata
-{"arch", "encoder_meta", "classes", "best_valid_accuracy", "test_accuracy", "epochs",
-"input_size", ...}. Autoencoders initialise their encoder with `load_pretrained_encoder(path, arch)`.
+A linear head (`out_dim` -> classes; models/classifier.py) is put on top and trained through the
+shared engine with cross-entropy and Adam (`cfg.lr` overrides the architecture's learning rate).
+The checkpoint written to `cfg.out` holds the best-validation weights as safetensors, keys
+`encoder.<...>` and `head.<...>`, and the metadata {"arch", "encoder_meta", "classes",
+"best_valid_accuracy", "test_accuracy", "epochs", "input_size", "history", ...}. Autoencoders
+initialise their encoder with `load_pretrained_encoder(path, arch)`.
 
 Data layout
 -----------
@@ -27,9 +28,8 @@ class with `cfg.seed` (`--set valid_fraction=F`, `--set test_fraction=F`). Image
 gray 256x256 (converted / resized like every other input). `--max-images N` caps the training split
 (seeded, stratified); valid and test are kept whole so their accuracies stay comparable.
 
-Training is resumable: after every epoch the model, optimiser, scheduler, best weights and history
-are saved to `<out>.partial` (tensors and plain values only, read back with weights_only=True); an
-interrupted run with the same data and settings continues from the next epoch.
+Training is resumable: the engine's state (model, optimiser, scheduler, RNGs, best weights, history)
+is saved to `<out>.partial` after every epoch; a rerun with the same data and settings continues.
 """
 from __future__ import annotations
 
@@ -60,8 +60,6 @@ PRETRAIN_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- data
-
-
 @dataclass
 class ClassFolderData:
     """A class-folder dataset loaded as uint8 [n, 256, 256] per split, labels index into `classes`."""
@@ -191,8 +189,6 @@ def load_class_folders(root: Path, seed: int = 0, max_images: int | None = None,
 
 
 # ----------------------------------------------------------------------------- training
-
-
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
