@@ -10,9 +10,9 @@ Weights
 - `--encoder FILE`: a `synthleak pretrain --arch vit` checkpoint (CT pre-training); it overrides
   `--weights` (the pre-training already started from them).
 
-Training (autoencoder, generated images only, through the shared engine): MSE, Adam (1e-4, weight decay 1e-5), 10 epochs by
-default, mixed precision on CUDA, a resumable `<model>.partial` file after every epoch, the finished
-model cached by (config, image content, seed).
+Training (autoencoder, generated images only, through the shared engine): MSE, Adam (1e-4, weight
+decay 1e-5), 10 epochs by default, mixed precision on CUDA, a resumable `<model>.partial` file after
+every epoch, the finished model cached by (config, image content, seed).
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from ..runtime import seed_everything
 from .engine import TrainingEngine
 from .gan_losses import feature_matching_loss, histogram_loss, patch_nce_loss, r1_penalty
 
+
 @dataclass(frozen=True)
 class DCLGANSettings:
     """Everything that defines a trained DCLGAN (part of its cache key)."""
