@@ -1,4 +1,4 @@
-"""GAN losses: hinge-free building blocks shared by the GAN trainers (DCLGAN today).
+"""GAN loss terms shared by the GAN trainers (DCLGAN today; the hinge terms live in each step).
 
 - `patch_nce_loss`: InfoNCE over sampled patches (CUT / DCLGAN).
 - `feature_matching_loss`: L1 between batch-mean discriminator activations (unpaired FM).
