@@ -11,6 +11,7 @@ from synthleak.config import MethodConfig
 from synthleak.data.images import ImageSet
 from synthleak.errors import SynthleakError
 from synthleak.features import dclgan
+from synthleak.models import engine
 from synthleak.features.dclgan import (DCLGAN, CriticExtractor, DCLGANSettings, DCLGANTrainer,
                                        PatchGANDiscriminator, ResnetGenerator, histogram_loss, patch_nce_loss,
                                        read_critic, soft_histogram, split_halves, train_or_load)
@@ -111,16 +112,16 @@ def test_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     full.fit(a, b)
 
     partial = tmp_path / "m.partial.pt"
-    real_save = dclgan.save_training_state
+    real_save = engine.save_training_state
 
     def save_then_stop(path, obj):
         real_save(path, obj)
         raise KeyboardInterrupt  # simulated interruption right after epoch 1 was saved
 
-    monkeypatch.setattr(dclgan, "save_training_state", save_then_stop)
+    monkeypatch.setattr(engine, "save_training_state", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         DCLGANTrainer(s, "cpu", seed=3, quiet=True).fit(a, b, partial)
-    monkeypatch.setattr(dclgan, "save_training_state", real_save)
+    monkeypatch.setattr(engine, "save_training_state", real_save)
     assert torch.load(partial, weights_only=True)["epoch"] == 1
     resumed = DCLGANTrainer(s, "cpu", seed=3, quiet=True)
     record = resumed.fit(a, b, partial)

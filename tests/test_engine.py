@@ -45,7 +45,8 @@ def _ae_engine(tmp_path, seed=0, crash_at=None, **kw) -> TrainingEngine:
 
 def _gan_engine(tmp_path, crash_at=None, **kw) -> TrainingEngine:
     torch.manual_seed(1)
-    gen, disc = nn.Sequential(nn.Linear(4, 64), nn.Tanh()), nn.Sequential(nn.Linear(64, 8), nn.LeakyReLU(), nn.Linear(8, 1))
+    gen = nn.Sequential(nn.Linear(4, 64), nn.Tanh())
+    disc = nn.Sequential(nn.Linear(64, 8), nn.LeakyReLU(), nn.Linear(8, 1))
     opt_g = torch.optim.Adam(gen.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=4e-3, betas=(0.5, 0.999))
     flat = DATA.flatten(1)

@@ -16,6 +16,7 @@ from synthleak.features import get_extractor
 from synthleak.features import resnet_ae as rae
 from synthleak.features.resnet_ae import ResNetAE, ResNetAEExtractor, load_resnet_ae, train_resnet_ae
 from synthleak.models.checkpoint import save_checkpoint
+from synthleak.models.engine import TrainingEngine
 
 
 def _images(n: int = 8, seed: int = 0) -> ImageSet:
@@ -82,20 +83,20 @@ def test_training_is_cached_and_deterministic(tmp_path):
 def test_training_resumes_after_interruption(tmp_path, monkeypatch):
     images = _images()
     full, _ = train_resnet_ae(images, _cfg(tmp_path / "a", epochs=2))
-    real_epoch = rae._train_epoch
+    real_epoch = TrainingEngine._train_epoch
     calls = []
 
-    def crash_on_second(*args, **kwargs):
-        calls.append(args[-1])
+    def crash_on_second(engine):
+        calls.append(engine.epoch)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+        return real_epoch(engine)
 
-    monkeypatch.setattr(rae, "_train_epoch", crash_on_second)
+    monkeypatch.setattr(TrainingEngine, "_train_epoch", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         train_resnet_ae(images, _cfg(tmp_path / "b", epochs=2))
     assert len(list((tmp_path / "b" / "cache" / "models" / "resnet-ae").glob("*.partial"))) == 1
-    monkeypatch.setattr(rae, "_train_epoch", lambda *a, **k: (calls.append(a[-1]), real_epoch(*a, **k))[1])
+    monkeypatch.setattr(TrainingEngine, "_train_epoch", lambda e: (calls.append(e.epoch), real_epoch(e))[1])
     resumed, _ = train_resnet_ae(images, _cfg(tmp_path / "b", epochs=2))
     assert calls == [0, 1, 1]  # epoch 0 was not repeated
     assert _same_weights(full, resumed)

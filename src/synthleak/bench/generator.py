@@ -13,7 +13,10 @@ import time
 import cv2
 import numpy as np
 
-from ..runtime import Progress, log, seed_everything
+from ..models.autoencoder import train_reconstruction
+from ..models.rae import RAE, rae_loss
+from ..models.tensors import to_tensor
+from ..runtime import log, seed_everything
 
 
 def _resize_stack(images: np.ndarray, side: int) -> np.ndarray:
@@ -22,31 +25,12 @@ def _resize_stack(images: np.ndarray, side: int) -> np.ndarray:
 
 
 class RAEGenerator:
-    """Conv autoencoder (64x64) + GMM on latents; samples decoded and upsampled to 256x256."""
+    """Conv autoencoder (64x64, models/rae.py) + GMM on latents; samples decoded and upsampled to 256x256."""
 
     def __init__(self, side: int = 64, latent: int = 32, width: int = 16, seed: int = 0,
                  device: str = "cpu", quiet: bool = False):
         self.side, self.latent, self.width = side, latent, width
         self.seed, self.device, self.quiet = seed, device, quiet
-
-    def _build(self):
-        import torch.nn as nn
-
-        w, z = self.width, self.latent
-        s = self.side // 8
-        enc = nn.Sequential(
-            nn.Conv2d(1, w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(4 * w * s * s, z),
-        )
-        dec = nn.Sequential(
-            nn.Linear(z, 4 * w * s * s), nn.Unflatten(1, (4 * w, s, s)), nn.ReLU(),
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.ReLU(),
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.BatchNorm2d(w), nn.ReLU(),
-            nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Sigmoid(),
-        )
-        return enc.to(self.device), dec.to(self.device)
 
     def fit(self, members: np.ndarray, epochs: int = 150, batch_size: int = 16) -> "RAEGenerator":
         """Train a fixed number of epochs (a time budget would make the output machine-dependent),
@@ -55,37 +39,20 @@ class RAEGenerator:
         from sklearn.mixture import GaussianMixture
 
         seed_everything(self.seed)
-        x = torch.from_numpy(_resize_stack(members, self.side)).float().div(255).unsqueeze(1).to(self.device)
-        self.enc, self.dec = self._build()
-        params = list(self.enc.parameters()) + list(self.dec.parameters())
-        opt = torch.optim.Adam(params, lr=2e-3)
-        gen = torch.Generator().manual_seed(self.seed)
-        progress = Progress("generator", quiet=self.quiet)
-        start, epoch, seen = time.perf_counter(), 0, 0
-        while epoch < epochs:
-            perm = torch.randperm(len(x), generator=gen)
-            total = 0.0
-            for i in range(0, len(x), batch_size):
-                xb = x[perm[i:i + batch_size]]
-                z = self.enc(xb)
-                # RAE: reconstruction + small latent-norm penalty keeps the latent space compact
-                loss = torch.nn.functional.l1_loss(self.dec(z), xb) + 1e-4 * z.pow(2).sum(1).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(xb)
-                seen += len(xb)
-            epoch += 1
-            if epoch % 25 == 0 or epoch == epochs:
-                progress.update(seen, f"epoch {epoch} L1 {total / len(x):.4f}")
-        self.epochs_trained = epoch
-        self.enc.eval()
-        self.dec.eval()
+        small = _resize_stack(members, self.side)
+        model = RAE(self.side, self.latent, self.width).to(self.device)
+        self.enc, self.dec = model.encoder, model.decoder
+        start = time.perf_counter()
+        # One shuffle stream for the whole run (epoch_seed=None), float32 throughout (amp off).
+        result = train_reconstruction(model, small, rae_loss, lr=2e-3, batch_size=batch_size, metric="L1",
+                                      epochs=epochs, seed=self.seed, epoch_seed=None, device=self.device,
+                                      amp=False, label="generator", quiet=self.quiet, log_every=25)
+        self.epochs_trained = result.epochs_done
         with torch.no_grad():
-            z = self.enc(x).cpu().numpy().astype(np.float64)
+            z = self.enc(to_tensor(small, self.device)).cpu().numpy().astype(np.float64)
         n_comp = int(min(len(z), max(2, len(z) // 2)))
         self.gmm = GaussianMixture(n_comp, covariance_type="diag", reg_covar=1e-3, random_state=self.seed).fit(z)
-        log(f"generator: trained {epoch} epochs on {len(x)} member images in "
+        log(f"generator: trained {self.epochs_trained} epochs on {len(small)} member images in "
             f"{time.perf_counter() - start:.0f}s; latent mixture of {n_comp} components", self.quiet)
         return self
 

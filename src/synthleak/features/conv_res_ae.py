@@ -6,7 +6,8 @@ residual blocks with 256, 128, 64, 32 filters, each preceded by 2x upsampling, a
 sigmoid back to one channel at the input size. The feature vector of an image is the global
 average of the encoder's last map (256-d; `--set pool=avgmax` adds the global max, 512-d).
 
-The autoencoder is trained with L1 reconstruction loss and Adam on generated images only
+The network is models/conv_res_ae.py. It is trained through the shared engine with L1
+reconstruction loss and Adam on generated images only
 (default 100 epochs, 128x128 inputs: `--epochs`, `--image-size`, `--batch-size`, `--set lr=`,
 `--set dropout=`). Its encoder starts from scratch or from a `synthleak pretrain --arch conv-res`
 checkpoint (`--encoder FILE`). Trained models are cached by (settings, encoder file, image content,
@@ -14,106 +15,30 @@ seed); training resumes from `<cached model>.partial` after an interruption.
 """
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..cache import make_key, model_path
 from ..config import MethodConfig, PretrainConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
-from ..models.checkpoint import file_digest, load_checkpoint, load_into, save_checkpoint, state_digest
+from ..models.autoencoder import l1_reconstruction, train_reconstruction
+from ..models.checkpoint import file_digest, load_checkpoint, load_into, state_digest
+from ..models.classifier import load_pretrained_encoder
+from ..models.conv_res_ae import DEFAULT_DROPOUT, FILTERS, ConvResAE, ConvResDecoder, ConvResEncoder
+from ..models.tensors import autocast, batches, resize_u8, to_tensor
 from ..runtime import log, seed_everything
 from .base import EncoderSpec, FeatureExtractor
-from .pretrain import (autocast, batches, epoch_generator, load_partial, load_pretrained_encoder, resize_u8,
-                       save_partial, to_tensor)
+
+__all__ = ["ConvResAE", "ConvResAEExtractor", "ConvResDecoder", "ConvResEncoder", "build_pretrain_encoder"]
 
 ARCH = "conv-res"
-FILTERS = (32, 64, 128, 256)
 DEFAULT_IMAGE_SIZE = 128
 DEFAULT_EPOCHS = 100
-DEFAULT_DROPOUT = 0.1
 #: bump when the model or its training changes, so cached models are not reused
 MODEL_VERSION = 1
-
-try:
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-except ImportError:  # pragma: no cover - torch is a hard dependency
-    raise
-
-
-class ResidualBlock(nn.Module):
-    """Conv3x3-BN-ReLU-Dropout-Conv3x3-BN + 1x1 projection shortcut, then ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, dropout: float):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-        )
-        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x):
-        return F.relu(self.body(x) + self.shortcut(x))
-
-
-class ConvResEncoder(nn.Module):
-    """[B, 1, S, S] in [0, 1] -> [B, 256] (or 512 with pool='avgmax'); `feature_map` gives [B, 256, S/16, S/16]."""
-
-    def __init__(self, filters=FILTERS, dropout: float = DEFAULT_DROPOUT, pool: str = "avg"):
-        super().__init__()
-        if pool not in ("avg", "avgmax"):
-            raise SynthleakError(f"--set pool={pool}: expected avg or avgmax")
-        chans = (1, *filters)
-        self.blocks = nn.ModuleList(ResidualBlock(a, b, dropout) for a, b in zip(chans[:-1], chans[1:]))
-        self.pool = pool
-        self.out_dim = filters[-1] * (2 if pool == "avgmax" else 1)
-
-    def feature_map(self, x):
-        x = x * 2.0 - 1.0  # inputs arrive in [0, 1]; centre them here so callers need not know
-        for block in self.blocks:
-            x = F.max_pool2d(block(x), 2)
-        return x
-
-    def forward(self, x):
-        m = self.feature_map(x)
-        feats = m.mean(dim=(2, 3))
-        if self.pool == "avgmax":
-            feats = torch.cat([feats, m.amax(dim=(2, 3))], 1)
-        return feats
-
-
-class ConvResDecoder(nn.Module):
-    """[B, 256, s, s] -> [B, 1, S, S] in [0, 1]: 4 x (2x upsample + residual block), 1x1 conv, sigmoid."""
-
-    def __init__(self, filters=FILTERS, dropout: float = DEFAULT_DROPOUT):
-        super().__init__()
-        rev = tuple(reversed(filters))  # 256, 128, 64, 32
-        chans = (rev[0], *rev)
-        self.blocks = nn.ModuleList(ResidualBlock(a, b, dropout) for a, b in zip(chans[:-1], chans[1:]))
-        self.out = nn.Conv2d(rev[-1], 1, 1)
-
-    def forward(self, z, size: int):
-        for block in self.blocks:
-            z = block(F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False))
-        if z.shape[-1] != size:  # input sides not divisible by 16
-            z = F.interpolate(z, size=(size, size), mode="bilinear", align_corners=False)
-        return torch.sigmoid(self.out(z))
-
-
-class ConvResAE(nn.Module):
-    def __init__(self, dropout: float = DEFAULT_DROPOUT, pool: str = "avg"):
-        super().__init__()
-        self.encoder = ConvResEncoder(FILTERS, dropout, pool)
-        self.decoder = ConvResDecoder(FILTERS, dropout)
-
-    def forward(self, x):
-        return self.decoder(self.encoder.feature_map(x), x.shape[-1])
 
 
 # ----------------------------------------------------------------------------- pretrain contract
@@ -213,49 +138,16 @@ class ConvResAEExtractor(FeatureExtractor):
         return self
 
     def _train(self, model: ConvResAE, synthetic: ImageSet, key: str, path: Path | None) -> ConvResAE:
-        quiet = self.cfg.quiet
-        pixels = resize_u8(synthetic.pixels, self.image_size)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        partial = path.with_name(path.name + ".partial") if path is not None else None
-        start = 0
-        state = load_partial(partial, key, quiet) if partial is not None else None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            self.history = list(state["history"])
-            start = int(state["epoch"])
-            log(f"[{self.name}] resuming from {partial} after epoch {start}", quiet)
-        for epoch in range(start, self.epochs):
-            t0 = time.perf_counter()
-            loss = self._epoch(model, opt, pixels, epoch_generator(self.cfg.seed, epoch))
-            self.history.append(loss)
-            seconds = time.perf_counter() - t0
-            log(f"[{self.name}] epoch {epoch + 1}/{self.epochs} L1 {loss:.4f} | {len(pixels)} images,"
-                f" {len(pixels) / max(seconds, 1e-9):.1f} img/s, {seconds:.1f}s", quiet)
-            if partial is not None:
-                save_partial(partial, {"fingerprint": key, "epoch": epoch + 1, "model": _cpu(model),
-                                       "optimizer": opt.state_dict(), "history": self.history})
-        if path is not None:
-            save_checkpoint(path, model.state_dict(), {"kind": self.name, "settings": self.settings(),
-                                                       "images": len(synthetic), "history": self.history})
-            if partial.exists():
-                os.unlink(partial)
+        # A trailing batch of one image is dropped (BatchNorm); resumes from `<cached model>.partial`.
+        result = train_reconstruction(
+            model, resize_u8(synthetic.pixels, self.image_size), l1_reconstruction, lr=self.lr,
+            batch_size=self.batch_size, metric="L1", min_batch=2, epochs=self.epochs, seed=self.cfg.seed,
+            device=self.cfg.device, state_path=path.with_name(path.name + ".partial") if path is not None else None,
+            fingerprint=key, last_path=path, label=self.name, quiet=self.cfg.quiet,
+            meta=lambda r: {"kind": self.name, "settings": self.settings(), "images": len(synthetic),
+                            "history": _losses(r)})
+        self.history = _losses(result)
         return model
-
-    def _epoch(self, model: ConvResAE, opt, pixels: np.ndarray, gen) -> float:
-        model.train()
-        total, seen = 0.0, 0
-        for idx in batches(len(pixels), self.batch_size, gen, drop_single=True):
-            x = to_tensor(pixels[idx], self.cfg.device)
-            with autocast(self.cfg.device):
-                recon = model(x)
-            loss = F.l1_loss(recon.float(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-        return total / max(seen, 1)
 
     # -- features -------------------------------------------------------------------------------
 
@@ -299,5 +191,5 @@ class ConvResAEExtractor(FeatureExtractor):
         return make_key(self.name, self.settings(), self.weights_key)
 
 
-def _cpu(module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+def _losses(result) -> list[float]:
+    return [epoch.get("L1", 0.0) for epoch in result.history]

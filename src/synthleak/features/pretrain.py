@@ -13,11 +13,12 @@ Architecture contract
 - optimiser defaults `lr`, `weight_decay`, StepLR `step_size` / `gamma`, and `augment`
   ('light': random affine + intensity jitter; 'strong': also Gaussian blur and random erasing).
 
-A linear head (`out_dim` -> classes) is put on top and trained with cross-entropy and Adam
-(`cfg.lr` overrides the architecture's learning rate). The checkpoint written to `cfg.out` holds
-the best-validation weights as safetensors, keys `encoder.<...>` and `head.<...>`, and the metadata
-{"arch", "encoder_meta", "classes", "best_valid_accuracy", "test_accuracy", "epochs",
-"input_size", ...}. Autoencoders initialise their encoder with `load_pretrained_encoder(path, arch)`.
+A linear head (`out_dim` -> classes; models/classifier.py) is put on top and trained through the
+shared engine with cross-entropy and Adam (`cfg.lr` overrides the architecture's learning rate).
+The checkpoint written to `cfg.out` holds the best-validation weights as safetensors, keys
+`encoder.<...>` and `head.<...>`, and the metadata {"arch", "encoder_meta", "classes",
+"best_valid_accuracy", "test_accuracy", "epochs", "input_size", "history", ...}. Autoencoders
+initialise their encoder with `load_pretrained_encoder(path, arch)`.
 
 Data layout
 -----------
@@ -27,28 +28,31 @@ class with `cfg.seed` (`--set valid_fraction=F`, `--set test_fraction=F`). Image
 gray 256x256 (converted / resized like every other input). `--max-images N` caps the training split
 (seeded, stratified); valid and test are kept whole so their accuracies stay comparable.
 
-Training is resumable: after every epoch the model, optimiser, scheduler, best weights and history
-are saved to `<out>.partial` (tensors and plain values only, read back with weights_only=True); an
-interrupted run with the same data and settings continues from the next epoch.
+Training is resumable: the engine's state (model, optimiser, scheduler, RNGs, best weights, history)
+is saved to `<out>.partial` after every epoch; a rerun with the same data and settings continues.
 """
 from __future__ import annotations
 
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..cache import make_key
 from ..config import PretrainConfig
 from ..data.images import list_images, load_image
-from ..errors import CheckpointError, DataError, OutputExistsError, SynthleakError
-from ..fsutil import save_training_state
-from ..models.checkpoint import load_checkpoint, save_checkpoint
-from ..runtime import log, seed_everything, torch_generator
+from ..errors import DataError, OutputExistsError, SynthleakError
+from ..models.augment import augment
+from ..models.checkpoint import save_checkpoint
+from ..models.classifier import EncoderClassifier, classification_step, load_pretrained_encoder
+from ..models.classifier import evaluate as _evaluate  # module-level name: tests interrupt training here
+from ..models.engine import IndexBatches, TrainingEngine
+from ..models.tensors import resize_u8
+from ..runtime import log, seed_everything
+
+__all__ = ["ClassFolderData", "augment", "load_class_folders", "load_pretrained_encoder", "run_pretrain"]
 
 SPLITS = ("train", "valid", "test")
 #: bump when the training procedure changes, so stale .partial files are not resumed
@@ -56,8 +60,6 @@ PRETRAIN_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- data
-
-
 @dataclass
 class ClassFolderData:
     """A class-folder dataset loaded as uint8 [n, 256, 256] per split, labels index into `classes`."""
@@ -186,225 +188,9 @@ def load_class_folders(root: Path, seed: int = 0, max_images: int | None = None,
     return ClassFolderData(classes=classes, pixels=pixels, labels=labels, layout=layout)
 
 
-# ----------------------------------------------------------------------------- tensors
-
-
-def resize_u8(pixels: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [n, H, W] -> uint8 [n, size, size] (area averaging when shrinking)."""
-    if pixels.shape[1:] == (size, size):
-        return pixels
-    interp = cv2.INTER_AREA if size < pixels.shape[1] else cv2.INTER_LINEAR
-    out = np.empty((len(pixels), size, size), dtype=np.uint8)
-    for i, img in enumerate(pixels):
-        out[i] = cv2.resize(img, (size, size), interpolation=interp)
-    return out
-
-
-def to_tensor(pixels: np.ndarray, device: str):
-    """uint8 [B, S, S] -> float [B, 1, S, S] in [0, 1] on device (NCHW)."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(pixels)).to(device).unsqueeze(1).float().div_(255.0)
-
-
-def batches(n: int, batch_size: int, generator=None, drop_single: bool = False) -> list[np.ndarray]:
-    """Index batches (shuffled with the torch generator when given). A trailing batch of one image
-    is dropped when training, because BatchNorm cannot normalise a single sample."""
-    import torch
-
-    order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
-    out = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if drop_single and len(out) > 1 and len(out[-1]) == 1:
-        out = out[:-1]
-    return out
-
-
-def autocast(device: str):
-    """bfloat16 mixed precision on CUDA, a no-op elsewhere."""
-    import contextlib
-
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-# ----------------------------------------------------------------------------- augmentation
-
-
-def _uniform(n: int, lo: float, hi: float, gen):
-    import torch
-
-    return torch.rand(n, generator=gen) * (hi - lo) + lo
-
-
-def augment(x, strength: str, gen):
-    """Random affine (rotation +-10 deg, scale 0.9-1.1, shift +-6%) and intensity jitter; 'strong' adds
-    Gaussian blur and random erasing. x: float [B, 1, S, S] in [0, 1]; random draws come from the CPU
-    generator `gen` so that a seed gives the same augmentations on every device."""
-    import torch
-    import torch.nn.functional as F
-
-    if strength not in ("light", "strong", "none"):
-        raise SynthleakError(f"unknown augmentation {strength!r} (light, strong or none)")
-    if strength == "none":
-        return x
-    b = x.shape[0]
-    angle = _uniform(b, -10, 10, gen) * math.pi / 180
-    scale = _uniform(b, 0.9, 1.1, gen)
-    shift = _uniform(2 * b, -0.12, 0.12, gen).view(b, 2)  # grid units span 2, so 0.12 = 6% of the side
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    contrast = _uniform(b, 0.85, 1.15, gen).to(x.device).view(b, 1, 1, 1)
-    brightness = _uniform(b, -0.08, 0.08, gen).to(x.device).view(b, 1, 1, 1)
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    x = ((x - mean) * contrast + mean + brightness).clamp_(0, 1)
-    if strength == "strong":
-        x = _random_blur(x, gen)
-        x = _random_erase(x, gen)
-    return x
-
-
-def _random_blur(x, gen, p: float = 0.5):
-    """Per-image Gaussian blur (sigma 0.1-1.5 px, probability p) as one grouped convolution."""
-    import torch
-    import torch.nn.functional as F
-
-    b = x.shape[0]
-    sigma = _uniform(b, 0.1, 1.5, gen)
-    apply = torch.rand(b, generator=gen) < p
-    radius = 3
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k1 = torch.exp(-(t[None, :] ** 2) / (2 * sigma[:, None] ** 2))
-    k1 = k1 / k1.sum(1, keepdim=True)
-    k2 = (k1[:, :, None] * k1[:, None, :]).unsqueeze(1).to(x.device, x.dtype)  # [B, 1, k, k]
-    blurred = F.conv2d(F.pad(x.transpose(0, 1), (radius,) * 4, mode="reflect"), k2, groups=b).transpose(0, 1)
-    mask = apply.to(x.device).view(b, 1, 1, 1)
-    return torch.where(mask, blurred, x)
-
-
-def _random_erase(x, gen, p: float = 0.5):
-    """Per-image random erasing: a rectangle of 2-20% of the area (aspect 0.3-3.3) set to a random gray."""
-    import torch
-
-    b, _, h, w = x.shape
-    area = _uniform(b, 0.02, 0.2, gen) * h * w
-    aspect = torch.exp(_uniform(b, math.log(0.3), math.log(3.3), gen))
-    eh = torch.sqrt(area * aspect).clamp(1, h).floor()
-    ew = torch.sqrt(area / aspect).clamp(1, w).floor()
-    top = (torch.rand(b, generator=gen) * (h - eh + 1)).floor()
-    left = (torch.rand(b, generator=gen) * (w - ew + 1)).floor()
-    fill = torch.rand(b, generator=gen)
-    apply = torch.rand(b, generator=gen) < p
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
-    box = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
-           & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1)) & apply.view(b, 1, 1))
-    box = box.unsqueeze(1).to(x.device)
-    return torch.where(box, fill.to(x.device, x.dtype).view(b, 1, 1, 1), x)
-
-
 # ----------------------------------------------------------------------------- training
-
-
-def _classifier(encoder, n_classes: int):
-    import torch.nn as nn
-
-    class EncoderClassifier(nn.Module):
-        """Encoder + linear head; state_dict keys are `encoder.*` and `head.*`."""
-
-        def __init__(self):
-            super().__init__()
-            self.encoder = encoder
-            self.head = nn.Linear(int(encoder.out_dim), n_classes)
-
-        def forward(self, x):
-            return self.head(self.encoder(x))
-
-    return EncoderClassifier()
-
-
-def _evaluate(model, pixels: np.ndarray, labels: np.ndarray, batch_size: int, device: str) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) without augmentation; (nan, nan) for an empty split."""
-    import torch
-    import torch.nn.functional as F
-
-    if len(labels) == 0:
-        return float("nan"), float("nan")
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    with torch.no_grad():
-        for idx in batches(len(labels), batch_size):
-            x = to_tensor(pixels[idx], device)
-            y = torch.from_numpy(labels[idx]).to(device)
-            with autocast(device):
-                logits = model(x)
-            loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-    return loss_sum / len(labels), correct / len(labels)
-
-
-def _train_epoch(model, opt, pixels: np.ndarray, labels: np.ndarray, batch_size: int, device: str,
-                 augment_mode: str, gen) -> tuple[float, float, int]:
-    """One pass over the training split: (mean loss, accuracy, images seen)."""
-    import torch
-    import torch.nn.functional as F
-
-    model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
-    for idx in batches(len(labels), batch_size, gen, drop_single=True):
-        x = augment(to_tensor(pixels[idx], device), augment_mode, gen)
-        y = torch.from_numpy(labels[idx]).to(device)
-        with autocast(device):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == y).sum())
-        seen += len(idx)
-    return loss_sum / max(seen, 1), correct / max(seen, 1), seen
-
-
-def epoch_generator(seed: int, epoch: int):
-    """Per-epoch random streams, so that a resumed run replays exactly what an uninterrupted one does:
-    a CPU generator for shuffles and augmentation, and the global torch seed (dropout) reset too."""
-    import torch
-
-    torch.manual_seed(seed * 100_003 + epoch + 1)
-    return torch_generator(seed * 100_003 + epoch)
-
-
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
-
-
-save_partial = save_training_state
-
-
-def load_partial(path: Path, fingerprint: str, quiet: bool = False) -> dict | None:
-    """The saved training state when it belongs to this run (same fingerprint), else None."""
-    import torch
-
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged partial file is discarded, never trusted
-        log(f"ignoring unreadable {path} ({str(exc).splitlines()[0][:120]})", quiet)
-        return None
-    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
-        log(f"ignoring {path}: it belongs to a different run (data or settings changed)", quiet)
-        return None
-    return state
-
-
-def _cpu_state(module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _check_output(out: Path, force: bool) -> None:
@@ -451,70 +237,47 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     lr = float(cfg.lr if cfg.lr is not None else spec.lr)
     size = int(spec.input_size)
     pixels = {s: resize_u8(data.pixels[s], size) for s in SPLITS}
-    model = _classifier(spec.encoder, len(data.classes)).to(cfg.device)
+    model = EncoderClassifier(spec.encoder, len(data.classes)).to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, int(spec.step_size)), gamma=spec.gamma)
 
-    fingerprint = _fingerprint(cfg, spec, data, lr)
-    partial = partial_path(out)
-    state = load_partial(partial, fingerprint, cfg.quiet)
-    history: list[dict] = []
-    best: dict = {"accuracy": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
-    start_epoch = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        best = {"accuracy": state["best_accuracy"], "loss": state["best_loss"], "epoch": state["best_epoch"],
-                "state": state["best_state"]}
-        start_epoch = int(state["epoch"])
-        log(f"[pretrain {cfg.arch}] resuming from {partial} after epoch {start_epoch}", cfg.quiet)
+    def validate(_engine) -> dict:
+        loss, accuracy = _evaluate(model, pixels["valid"], data.labels["valid"], cfg.batch_size, cfg.device)
+        return {"valid_loss": loss, "valid_accuracy": accuracy}
 
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        gen = epoch_generator(cfg.seed, epoch)
-        train_loss, train_acc, seen = _train_epoch(model, opt, pixels["train"], data.labels["train"],
-                                                   cfg.batch_size, cfg.device, spec.augment, gen)
-        train_time = time.perf_counter() - t0
-        valid_loss, valid_acc = _evaluate(model, pixels["valid"], data.labels["valid"], cfg.batch_size, cfg.device)
-        sched.step()
-        seconds = time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
-                        "valid_loss": valid_loss, "valid_accuracy": valid_acc, "seconds": seconds})
-        # Best = highest validation accuracy, ties broken by lower validation loss.
-        if valid_acc > best["accuracy"] or (valid_acc == best["accuracy"] and valid_loss < best["loss"]):
-            best = {"accuracy": valid_acc, "loss": valid_loss, "epoch": epoch + 1, "state": _cpu_state(model)}
-        log(f"[pretrain {cfg.arch}] epoch {epoch + 1}/{cfg.epochs} train loss {train_loss:.4f} acc {train_acc:.3f}"
-            f" | valid loss {valid_loss:.4f} acc {valid_acc:.3f} | {seen / max(train_time, 1e-9):.1f} img/s,"
-            f" {seconds:.1f}s", cfg.quiet)
-        save_partial(partial, {
-            "fingerprint": fingerprint, "epoch": epoch + 1, "model": _cpu_state(model),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
-            "best_accuracy": best["accuracy"], "best_loss": best["loss"], "best_epoch": best["epoch"],
-            "best_state": best["state"],
-        })
+    engine = TrainingEngine(
+        classification_step(pixels["train"], data.labels["train"], spec.augment), modules={"model": model},
+        optimizers={"model": opt}, schedulers={"model": sched},
+        batches=IndexBatches(len(data.labels["train"]), cfg.batch_size, min_batch=2), epochs=cfg.epochs,
+        # best = highest validation accuracy, ties broken by lower validation loss
+        validate=validate, best_score=lambda m: (m["valid_accuracy"], -m["valid_loss"]),
+        seed=cfg.seed, device=cfg.device, state_path=partial_path(out),
+        fingerprint=_fingerprint(cfg, spec, data, lr), label=f"pretrain {cfg.arch}", quiet=cfg.quiet)
+    result = engine.run()
+    history, best_state = result.history, result.best_state["model"]
 
-    model.load_state_dict(best["state"])
+    model.load_state_dict(best_state)
     test_loss, test_acc = _evaluate(model, pixels["test"], data.labels["test"], cfg.batch_size, cfg.device)
     test_acc_out = None if math.isnan(test_acc) else test_acc
-    log(f"[pretrain {cfg.arch}] best epoch {best['epoch']} (valid accuracy {best['accuracy']:.3f});"
+    best_acc = result.best_metrics["valid_accuracy"]
+    log(f"[pretrain {cfg.arch}] best epoch {result.best_epoch} (valid accuracy {best_acc:.3f});"
         f" test accuracy {'n/a' if test_acc_out is None else f'{test_acc:.3f}'} on {counts['test']} images",
         cfg.quiet)
     meta = {
         "arch": cfg.arch, "encoder_meta": spec.meta, "classes": data.classes,
-        "best_valid_accuracy": best["accuracy"], "best_epoch": best["epoch"], "test_accuracy": test_acc_out,
+        "best_valid_accuracy": best_acc, "best_epoch": result.best_epoch, "test_accuracy": test_acc_out,
         "test_loss": None if math.isnan(test_loss) else test_loss, "epochs": cfg.epochs, "input_size": size,
         "lr": lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "augment": spec.augment,
         "data": str(cfg.data), "layout": data.layout, "image_counts": counts, "history": history,
     }
     _check_output(out, cfg.force)  # the file may have appeared while we trained
-    save_checkpoint(out, best["state"], meta)
-    partial.unlink(missing_ok=True)
+    save_checkpoint(out, best_state, meta)
+    engine.clear_state()
+    start_epoch = result.resumed_from_epoch
     seconds = [h["seconds"] for h in history[start_epoch:]] or [h["seconds"] for h in history]
     return {
         "out": str(out), "arch": cfg.arch, "classes": data.classes, "image_counts": counts,
-        "best_epoch": best["epoch"], "best_valid_accuracy": best["accuracy"], "test_accuracy": test_acc_out,
+        "best_epoch": result.best_epoch, "best_valid_accuracy": best_acc, "test_accuracy": test_acc_out,
         "epochs": cfg.epochs, "input_size": size, "seconds_per_epoch": float(np.mean(seconds)),
         "resumed_from_epoch": start_epoch,
         "final_train_loss": history[-1]["train_loss"], "first_train_loss": history[0]["train_loss"],
@@ -530,25 +293,3 @@ def _fraction(cfg: PretrainConfig, key: str) -> float:
     if not 0 <= value <= 0.5:
         raise SynthleakError(f"--set {key}={raw!r}: expected a number between 0 and 0.5")
     return value
-
-
-# ----------------------------------------------------------------------------- loading for autoencoders
-
-
-def load_pretrained_encoder(path: str | Path, expected_arch: str) -> tuple[dict, dict]:
-    """(encoder state_dict without the `encoder.` prefix, checkpoint meta) of a `synthleak pretrain` file.
-
-    Raises CheckpointError (one line naming the file) when the file is unreadable, was not written
-    by `synthleak pretrain`, or was pre-trained for another architecture. `meta["encoder_meta"]` holds
-    what the architecture needs to rebuild a matching encoder.
-    """
-    state, meta = load_checkpoint(path)
-    arch = meta.get("arch")
-    if arch is None:
-        raise CheckpointError(f"{path}: not a `synthleak pretrain` checkpoint (no architecture in its metadata)")
-    if arch != expected_arch:
-        raise CheckpointError(f"{path}: encoder was pre-trained for --arch {arch}, expected {expected_arch}")
-    encoder = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    if not encoder:
-        raise CheckpointError(f"{path}: checkpoint has no encoder.* weights")
-    return encoder, meta

@@ -1,36 +1,32 @@
-"""ResNet autoencoder (seed paper, method 3): model, resumable cached training, and its feature space.
+"""ResNet autoencoder feature space (seed paper, method 3): resumable cached training and read-out.
 
-Encoder: four stride-2 3x3 convs (32, 64, 128, 256 filters), each followed by a residual block
-(two 3x3 conv + BatchNorm + LeakyReLU(0.1), identity shortcut), global average pooling and a dense
-layer to a 512-d latent. Decoder: dense to (S/8)x(S/8)x128 (16x16 at the default S=128), three
-stride-2 transposed convs (128, 64, 32) each with a residual block, and a final transposed conv to
-one channel with a sigmoid. Trained with L1 (mean absolute error), Adam lr 1e-4, batch 32, on
-synthetic images only.
+The network is models/resnet_ae.py. It is trained through the shared engine with L1 (mean absolute
+error), Adam lr 1e-4, batch 32, on synthetic images only; features are its 512-d latent.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch import nn
 
 from ..cache import cached_array, make_key, model_path
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
-from ..fsutil import save_training_state
-from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint, state_digest
-from ..runtime import Progress, log, seed_everything, torch_generator
+from ..models.autoencoder import l1_reconstruction, train_reconstruction
+from ..models.checkpoint import load_checkpoint, load_into, state_digest
+from ..models.engine import TrainResult
+from ..models.resnet_ae import ResNetAE
+from ..models.tensors import autocast, to_tensor
+from ..runtime import log, seed_everything
 from .base import FeatureExtractor
 
 ARCH = "resnet-ae"
 #: bump when the architecture or training loop changes, so cached models are retrained
 VERSION = 1
-LEAK = 0.1
 
 
 @dataclass(frozen=True)
@@ -64,60 +60,6 @@ class ResNetAESettings:
         return {"image_size": self.image_size, "base_filters": self.base_filters, "latent_dim": self.latent_dim}
 
 
-class ResidualBlock(nn.Module):
-    """conv-BN-LeakyReLU-conv-BN plus the identity, then LeakyReLU."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-            nn.LeakyReLU(LEAK),
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-        )
-        self.act = nn.LeakyReLU(LEAK)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.body(x))
-
-
-def _down(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.LeakyReLU(LEAK), ResidualBlock(cout))
-
-
-def _up(cin: int, cout: int) -> nn.Sequential:
-    # kernel 3, stride 2, output_padding 1: exactly doubles the side.
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1, bias=False),
-                         nn.BatchNorm2d(cout), nn.LeakyReLU(LEAK), ResidualBlock(cout))
-
-
-class ResNetAE(nn.Module):
-    """Input and output: float [B, 1, S, S] in [0, 1]; `encode` gives the [B, latent_dim] latent."""
-
-    def __init__(self, image_size: int = 128, base_filters: int = 32, latent_dim: int = 512):
-        super().__init__()
-        widths = [base_filters * m for m in (1, 2, 4, 8)]
-        dec = [base_filters * m for m in (4, 2, 1)]  # 128, 64, 32 at the default width
-        self.image_size, self.latent_dim = image_size, latent_dim
-        self.start = image_size // 8
-        self.encoder = nn.Sequential(*[_down(cin, cout) for cin, cout in zip([1] + widths[:-1], widths)])
-        self.to_latent = nn.Linear(widths[-1], latent_dim)
-        self.from_latent = nn.Linear(latent_dim, dec[0] * self.start * self.start)
-        self.decoder = nn.Sequential(_up(dec[0], dec[0]), _up(dec[0], dec[1]), _up(dec[1], dec[2]),
-                                     nn.ConvTranspose2d(dec[2], 1, 3, padding=1), nn.Sigmoid())
-        self.dec_channels = dec[0]
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.encoder(x).mean(dim=(2, 3)))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        h = nn.functional.leaky_relu(self.from_latent(z), LEAK)
-        return self.decoder(h.view(-1, self.dec_channels, self.start, self.start))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
-
-
 # ---------------------------------------------------------------------------------------------
 # data
 
@@ -127,39 +69,6 @@ def resize_images(pixels: np.ndarray, size: int) -> np.ndarray:
     if pixels.shape[1:] == (size, size):
         return np.ascontiguousarray(pixels)
     return np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA) for p in pixels])
-
-
-def to_batch(pixels: np.ndarray, device: str) -> torch.Tensor:
-    """uint8 [B, S, S] -> float [B, 1, S, S] in [0, 1] on the device."""
-    return torch.from_numpy(pixels).to(device).unsqueeze(1).float().div_(255.0)
-
-
-def _autocast(device: str):
-    # bf16 mixed precision on CUDA; plain float32 on CPU (CPU autocast is slower here).
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# training
-
-
-
-def _load_partial(path: Path, model: nn.Module, optimiser: torch.optim.Optimizer, key: str) -> int:
-    """Resume from `<model>.partial`: returns the number of finished epochs (0 when none is usable)."""
-    if not path.exists():
-        return 0
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("key") != key:
-            return 0
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        return int(state["epoch"])
-    except Exception as exc:  # a damaged partial file is discarded, never trusted
-        log(f"[resnet-ae] ignoring unreadable partial checkpoint {path} ({str(exc).splitlines()[0][:120]})")
-        return 0
 
 
 def train_resnet_ae(images: ImageSet, cfg: MethodConfig, settings: ResNetAESettings | None = None,
@@ -180,53 +89,21 @@ def train_resnet_ae(images: ImageSet, cfg: MethodConfig, settings: ResNetAESetti
         except CheckpointError as exc:
             log(f"[resnet-ae] retraining: {exc}", cfg.quiet)
     seed_everything(cfg.seed)
-    device = cfg.device
-    model = ResNetAE(**settings.architecture()).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    partial = Path(f"{path}.partial") if path is not None else None
-    start = _load_partial(partial, model, optimiser, key) if partial is not None else 0
-    if start:
-        log(f"[resnet-ae] resuming from epoch {start}/{settings.epochs} ({partial})", cfg.quiet)
-    data = resize_images(images.pixels, settings.image_size)
-    progress = Progress("resnet-ae", total=settings.epochs, quiet=cfg.quiet)
-    loss_value, epoch_times = float("nan"), []
-    for epoch in range(start, settings.epochs):
-        t0 = time.perf_counter()
-        loss_value = _train_epoch(model, optimiser, data, settings.batch_size, device, cfg.seed, epoch)
-        epoch_times.append(time.perf_counter() - t0)
-        rate = len(data) / max(epoch_times[-1], 1e-9)
-        progress.update(epoch + 1, f"L1 {loss_value:.4f}, {rate:.1f} images/s")
-        if partial is not None:
-            save_training_state(partial, {"key": key, "epoch": epoch + 1, "model": model.state_dict(),
-                                          "optimiser": optimiser.state_dict()})
-    model.eval()
-    meta = {"arch": ARCH, "version": VERSION, **asdict(settings), "seed": cfg.seed, "key": key,
-            "trained_on": description or f"{len(images)} images", "n_images": len(images),
-            "final_l1": loss_value, "seconds_per_epoch": float(np.mean(epoch_times)) if epoch_times else None}
-    if path is not None:
-        save_checkpoint(path, model.state_dict(), meta)
-        partial.unlink(missing_ok=True)
-    return model, meta
+    model = ResNetAE(**settings.architecture())
 
+    def meta(result: TrainResult) -> dict:
+        return {"arch": ARCH, "version": VERSION, **asdict(settings), "seed": cfg.seed, "key": key,
+                "trained_on": description or f"{len(images)} images", "n_images": len(images),
+                "final_l1": result.history[-1].get("l1", 0.0) if result.history else float("nan"),
+                "seconds_per_epoch": result.seconds_per_epoch}
 
-def _train_epoch(model: ResNetAE, optimiser: torch.optim.Optimizer, data: np.ndarray, batch_size: int,
-                 device: str, seed: int, epoch: int) -> float:
-    model.train()
-    order = torch.randperm(len(data), generator=torch_generator(seed * 100_003 + epoch)).numpy()
-    total, seen = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        idx = np.sort(order[start:start + batch_size])
-        if len(idx) < 2:  # BatchNorm cannot train on a single image
-            continue
-        x = to_batch(data[idx], device)
-        with _autocast(device):
-            loss = nn.functional.l1_loss(model(x).float(), x)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        total += float(loss.detach()) * len(idx)
-        seen += len(idx)
-    return total / max(seen, 1)
+    # Batch indices are sorted (contiguous reads); a trailing single image is skipped (BatchNorm).
+    result = train_reconstruction(
+        model, resize_images(images.pixels, settings.image_size), l1_reconstruction, lr=settings.lr,
+        batch_size=settings.batch_size, metric="l1", sort_batches=True, min_batch=2, epochs=settings.epochs,
+        seed=cfg.seed, device=cfg.device, state_path=Path(f"{path}.partial") if path is not None else None,
+        fingerprint=key, last_path=path, meta=meta, label=ARCH, quiet=cfg.quiet)
+    return model, meta(result)
 
 
 def load_resnet_ae(path: str | Path, device: str = "cpu") -> tuple[ResNetAE, dict]:
@@ -256,8 +133,8 @@ def encode_and_reconstruct(model: ResNetAE, pixels: np.ndarray, device: str, bat
     data = resize_images(pixels, model.image_size)
     latents, errors = [], []
     for start in range(0, len(data), batch_size):
-        x = to_batch(data[start:start + batch_size], device)
-        with _autocast(device):
+        x = to_tensor(data[start:start + batch_size], device)
+        with autocast(device):
             z = model.encode(x)
             recon = model.decode(z)
         latents.append(z.float().cpu().numpy())

@@ -139,7 +139,7 @@ class IndexBatches:
     sort: sort the indices inside each batch (contiguous reads; does not change what is learnt).
     drop_last: drop a trailing batch smaller than batch_size.
     min_batch: drop a trailing batch smaller than this (2 for BatchNorm, which cannot train on one
-        image) -- unless it is the only batch and min_batch_alone is True.
+        image; a single image then gives no batch at all).
     steps: yield exactly this many batches per epoch, cycling through fresh permutations (for
         step-budgeted trainers whose data set is smaller or larger than one epoch of steps).
     """
