@@ -59,6 +59,8 @@ def write_dicom(path: Path, pixels: np.ndarray, *, modality: str | None = "CT", 
     if modality is not None:
         ds.Modality = modality
     if patient_id is not None:
+        if not patient_id.isascii():
+            ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8
         ds.PatientID = patient_id
     ds.Rows, ds.Columns = int(stack.shape[1]), int(stack.shape[2])
     if arr.ndim == 3 or frames is not None:

@@ -126,13 +126,16 @@ def to_gray_u8(img: Image.Image, path: Path) -> tuple[np.ndarray, str | None]:
             elif hi > 255 or lo < 0:
                 arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode
-    if mode in ("P", "PA", "RGBA", "LA", "RGB", "CMYK", "YCbCr", "1", "LAB", "HSV"):
-        if mode in ("LA", "PA", "RGBA"):
-            # Alpha is dropped, not composited: medical images carry no meaningful transparency.
-            img = img.convert("RGBA" if mode != "LA" else "LA")
-            img = img.convert("L") if mode == "LA" else img.convert("RGB").convert("L")
-        else:
-            img = img.convert("L")
+    if mode in ("P", "PA", "RGBA", "LA", "RGB", "CMYK", "YCbCr", "1", "LAB", "HSV", "RGBX"):
+        try:
+            if mode in ("LA", "PA", "RGBA"):
+                # Alpha is dropped, not composited: medical images carry no meaningful transparency.
+                img = img.convert("RGBA" if mode != "LA" else "LA")
+                img = img.convert("L") if mode == "LA" else img.convert("RGB").convert("L")
+            else:
+                img = img.convert("L")
+        except ValueError:  # PIL has no path to gray for some modes (LAB)
+            raise DataError(f"{path}: image mode {mode!r} cannot be converted to gray") from None
         return np.asarray(img, dtype=np.uint8), mode
     raise DataError(f"{path}: unsupported image mode {mode!r}")
 
