@@ -100,7 +100,7 @@ MAGIC = {"none": b"", "png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff\xe0", 
          "gif": b"GIF89a", "tiff": b"II*\x00"}
 
 
-@fuzz(300)
+@fuzz(200)
 @given(payload=st.binary(max_size=300), magic=st.sampled_from(sorted(MAGIC)),
        suffix=st.sampled_from([".png", ".PNG", ".jpg", ".jpeg", ".dcm", ".dicom", "", ".bin"]))
 @example(payload=b"", magic="none", suffix=".png")
@@ -114,7 +114,7 @@ def test_random_bytes_load_or_one_line_error(payload, magic, suffix):
         assert "not an image file" in str(err)
 
 
-@fuzz(250)
+@fuzz(200)
 @given(kind=st.sampled_from(["png", "png-rgb", "png16", "jpg", "dcm", "dcm-multi", "dcm-mr"]),
        cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=3))
 @example(kind="dcm-multi", cut=1.0, flips=[])
@@ -155,7 +155,7 @@ def make_mode(mode: str, w: int, h: int, seed: int, special: float | None) -> Im
     return Image.frombytes(mode, (w, h), rng.integers(0, 256, w * h * bands, dtype=np.uint8).tobytes())
 
 
-@fuzz(200)
+@fuzz(150)
 @given(mode=st.sampled_from(MODES), w=st.integers(1, 300), h=st.integers(1, 300), seed=st.integers(0, 99),
        container=st.sampled_from(["png", "jpg", "memory"]), special=st.none() | st.sampled_from(SPECIAL_FLOATS))
 @example(mode="F", w=3, h=2, seed=0, container="memory", special=float("nan"))
@@ -189,7 +189,7 @@ def test_modes_and_sizes(mode, w, h, seed, container, special):
 # --- DICOM headers and pixel data --------------------------------------------------------------------
 
 
-@fuzz(300)
+@fuzz(250)
 @given(rows=st.integers(1, 20), cols=st.integers(1, 20), n=st.integers(1, 3), multi=st.booleans(),
        dtype=st.sampled_from(["u1", "i2", "u2"]), modality=st.sampled_from(["CT", "ct", "MR", "US", None]),
        slope=st.sampled_from([None, 1.0, 2.0, 0.5, -1.0, 0.0, 1e300]),
@@ -262,7 +262,7 @@ def expected_outcome(files: list[tuple[str, str]]) -> list[str] | None:
     return sorted(ids, key=natural_key)
 
 
-@fuzz(150)
+@fuzz(120)
 @given(files=st.lists(st.tuples(st.text(NAME_CHARS, min_size=1, max_size=10) | st.sampled_from(ODD),
                                 st.sampled_from(SUFFIXES), st.sampled_from(["image", "image", "dicom", "text"])),
                       min_size=1, max_size=5))
@@ -304,7 +304,7 @@ def test_discover_odd_names(files):
 FOLDER_STATES = ["images", "images", "missing", "empty", "file", "subfolder"]
 
 
-@fuzz(80)
+@fuzz(60)
 @given(split=st.booleans(), states=st.fixed_dictionaries(
     {k: st.sampled_from(FOLDER_STATES) for k in ("generated", "real_used", "real_not_used", "real_unknown")}),
     test_generated=st.sampled_from(FOLDER_STATES), need_unknown=st.booleans())
@@ -370,7 +370,7 @@ def check_parsed(which: str, out) -> None:
         assert all(g for g in out.values())
 
 
-@fuzz(300)
+@fuzz(200)
 @given(data=st.binary(max_size=200), which=st.sampled_from(sorted(PARSERS)))
 @example(data=b"\xff\xfe,1\n", which="labels")
 @example(data=b"\xff,g\n", which="groups")  # not UTF-8: was a UnicodeDecodeError traceback in read_groups
@@ -384,7 +384,7 @@ TOKENS = ["a", "a.png", " b ", "", "x.dcm", "IMG.0001", "é", '"q', "a,b", "0", 
           "-1e3", "1_0", "x", "\ufeff", "p1", '""', "\t"]
 
 
-@fuzz(300)
+@fuzz(200)
 @given(rows=st.lists(st.lists(st.sampled_from(TOKENS) | st.text(max_size=4), min_size=0, max_size=3), max_size=6),
        eol=st.sampled_from(["\n", "\r\n", "\r"]), bom=st.booleans(), which=st.sampled_from(sorted(PARSERS)))
 @example(rows=[["", "1"]], eol="\n", bom=False, which="labels")      # empty id: was accepted as id ''
@@ -404,7 +404,7 @@ run_ids = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size
                    .filter(lambda i: id_problem(i) is None), min_size=1, max_size=8, unique=True)
 
 
-@fuzz(200)
+@fuzz(150)
 @given(ids=run_ids, seed=st.integers(0, 9))
 @example(ids=["a²", "a2", "١٢", "12"], seed=0)
 @example(ids=["1" * 5000], seed=0)  # a digit run longer than int()'s limit: natural_key raised ValueError
@@ -416,7 +416,7 @@ def test_run_file_round_trip(ids, seed):
     assert binary and values == {i: float(p) for i, p in zip(ids, preds)}
 
 
-@fuzz(100)
+@fuzz(60)
 @given(data=st.binary(max_size=120) | st.lists(st.sampled_from(["u_1,1", "u_2,0", "u_3.png,1", "u_1,0", "zz,1",
                                                                     "u_2,2", "", "u_3"]), max_size=5)
        .map(lambda lines: "\n".join(lines).encode()))
@@ -446,7 +446,7 @@ def small_layout(tmp_path_factory) -> Path:
     return make_layout(tmp_path_factory.mktemp("fuzz") / "data", size=256)
 
 
-@fuzz(20)
+@fuzz(15)
 @given(payload=st.binary(max_size=200), magic=st.sampled_from(sorted(MAGIC)),
        name=st.sampled_from(["bad.png", "bad.dcm", "bad", "bad.jpg"]))
 def test_cli_bad_real_image_writes_nothing(small_layout, payload, magic, name):
