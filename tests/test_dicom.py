@@ -100,18 +100,22 @@ def test_non_ct_rules(tmp_path):
     assert np.array_equal(ct[0], window_u8(hu.astype(np.float64)))
 
 
-def test_rgb_dicom_becomes_luma(tmp_path):
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL"])
+def test_colour_dicom_becomes_luma(tmp_path, photometric):
     import pydicom
 
-    rgb = np.zeros((16, 16, 3), np.uint8)
-    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
+    try:
+        from pydicom.pixels import convert_color_space  # pydicom >= 3
+    except ImportError:
+        from pydicom.pixel_data_handlers.util import convert_color_space
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     path = write_dicom(tmp_path / "us.dcm", rgb[..., 0], modality="US", slope=None, intercept=None)
     ds = pydicom.dcmread(path)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.PixelData = rgb.tobytes()
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, photometric, 0
+    ds.PixelData = (rgb if photometric == "RGB" else convert_color_space(rgb, "RGB", photometric)).tobytes()
     ds.save_as(path)
-    frames = read_frames(path)
-    assert frames.shape == (1, 16, 16) and int(frames[0, 0, 0]) == round(200 * 0.299 + 100 * 0.587 + 50 * 0.114)
+    luma = np.rint(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
+    assert np.abs(read_frames(path)[0].astype(int) - luma).max() <= 1
 
 
 def test_duplicate_ids_across_extensions_and_frames(tmp_path):
@@ -286,3 +290,19 @@ def test_window_changes_only_dicom_ct_pixels(tmp_path):
     assert not np.array_equal(lung.real_unknown.pixels[i], soft.real_unknown.pixels[i])
     assert np.array_equal(np.delete(lung.real_unknown.pixels, i, 0), np.delete(soft.real_unknown.pixels, i, 0))
     assert lung.window == Window(1500, -600) and soft.window == Window(350, 50)
+
+
+def test_compressed_file_decodes_when_a_decoder_exists(tmp_path):
+    """RLE Lossless: pydicom encodes and decodes it without extra packages."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    raws = np.stack([ct_raw(s, (32, 32)) for s in range(2)])
+    plain = write_dicom(tmp_path / "plain.dcm", raws, slope=1.5, intercept=-1000.0)
+    ds = pydicom.dcmread(plain)
+    ds.compress(RLELossless)
+    ds.save_as(tmp_path / "rle.dcm")
+    assert pydicom.dcmread(tmp_path / "rle.dcm").file_meta.TransferSyntaxUID == RLELossless
+    assert np.array_equal(read_frames(tmp_path / "rle.dcm"), read_frames(plain))
+    expected = window_u8(raws.astype(np.float64) * 1.5 + -1000.0)
+    assert np.array_equal(read_frames(plain), expected)

@@ -321,25 +321,23 @@ def _frames(path: Path, window: Window) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001 - lazily parsed elements fail on access when corrupt
         raise DataError(f"{path}: corrupt DICOM file ({_brief(exc)})") from None
-    values = _to_gray(arr, photometric, path)
-    if not np.all(np.isfinite(values)):
-        raise DataError(f"{path}: DICOM pixel data has non-finite values")
-    if photometric == "PALETTE COLOR":
-        out = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    elif modality == "CT":
-        out = window.to_u8(values * slope + intercept)
-    elif bits_stored <= 8 and not signed and slope == 1.0 and intercept == 0.0:
-        out = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    else:
-        out = _min_max_u8(values * slope + intercept)
-    if photometric == "MONOCHROME1":
-        out = 255 - out
-    return np.ascontiguousarray(out)
+    plain_8bit = bits_stored <= 8 and not signed and slope == 1.0 and intercept == 0.0
+    out = np.empty(arr.shape[:3], np.uint8)
+    for k, frame in enumerate(arr):  # one frame at a time: float64 copies of a frame, not of the whole file
+        values = _to_gray(frame, photometric, path)
+        if not np.all(np.isfinite(values)):
+            raise DataError(f"{path}: DICOM pixel data has non-finite values")
+        if photometric == "PALETTE COLOR" or (modality != "CT" and plain_8bit):
+            out[k] = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        elif modality == "CT":
+            out[k] = window.to_u8(values * slope + intercept)
+        else:
+            out[k] = _min_max_u8(values * slope + intercept)
+    return 255 - out if photometric == "MONOCHROME1" else out
 
 
 def _min_max_u8(values: np.ndarray) -> np.ndarray:
-    """Each frame stretched to 0..255 on its own (a constant frame becomes 0)."""
-    lo = values.min(axis=(1, 2), keepdims=True)
-    span = values.max(axis=(1, 2), keepdims=True) - lo
-    scaled = (values - lo) / np.where(span > 0, span, 1.0) * 255.0
+    """One frame stretched to 0..255 (a constant frame becomes 0)."""
+    lo, span = float(values.min()), float(values.max() - values.min())
+    scaled = (values - lo) / (span if span > 0 else 1.0) * 255.0
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
