@@ -217,8 +217,11 @@ def _image_files(folder: Path) -> list[tuple[Path, bool]]:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder in natural order of name (a multi-frame DICOM file is one file here)."""
-    files = [p for p, _ in _image_files(Path(folder))]
+    """Image files of a folder in natural order of name (a multi-frame DICOM file is one file here).
+
+    The same checks as loading the folder: non-image files and duplicate ids are errors.
+    """
+    files = dict.fromkeys(e.path for e in list_entries(folder))
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
