@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import SynthleakError
+from .errors import SynthleakError, one_line
 
 EXIT_USER_ERROR = 2
 
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scores", help="scores file (<id>,<score>; default RUN.scores.csv)")
     a.add_argument("--labels", help="test labels (<id>,<0|1>) read only to report test metrics")
     a.add_argument("--groups", help="<id>,<group> (e.g. patient) for group-aware cross-validation")
+    a.add_argument("--groups-from", choices=("dicom",),
+                   help="take groups from the DICOM PatientID of each real image (instead of --groups)")
+    a.add_argument("--window", default="lung",
+                   help="CT window for DICOM CT images: lung (W1500 L-600, default), mediastinum (W350 L50) or W,L")
     a.add_argument("--decision", choices=("auto", "kappa", "f1", "fpr", "rate", "quantile", "mixture", "tail"),
                    default="auto",
                    help="threshold rule (default auto: each method's own, kappa for most): max kappa / F1 on the "
@@ -169,13 +173,18 @@ def cmd_audit(args) -> int:
             raise SynthleakError(f"{report_dir}: report folder exists and is not empty (use --force)")
     rule = DecisionRule(args.decision, args.target_fpr, args.member_rate)
     report = run_audit(args.data, train=args.train, test=args.test, methods=args.method or DEFAULT_METHOD, cfg=cfg,
-                       decision=rule, labels=args.labels, groups=args.groups, out=args.out,
+                       decision=rule, labels=args.labels, groups=args.groups, groups_from=args.groups_from,
+                       window=args.window, out=args.out,
                        scores_out=args.scores, force=args.force, id_style=args.id_style, n_boot=args.bootstrap)
     d = report.data
     print(f"data: {d.source}")
     print(f"  generated {len(d.generated)}" + (f" + test generated {len(d.test_generated)}" if d.test_generated else "")
           + (f", labelled reals {len(d.real_used)} used / {len(d.real_not_used)} not used" if d.has_labelled else "")
           + (f", test reals {len(d.real_unknown)}" if d.real_unknown else ""))
+    n_dicom = d.count_converted("DICOM")
+    if n_dicom:
+        print(f"  {n_dicom} DICOM images; CT ones read through the window {d.window}"
+              + (", groups from PatientID" if args.groups_from else ""))
     if d.has_labelled:
         from .methods.base import labelled_folds
 
@@ -299,7 +308,7 @@ COMMANDS = {"audit": cmd_audit, "evaluate": cmd_evaluate, "validate": cmd_valida
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
-    print(f"synthleak: warning: {message}", file=sys.stderr)
+    print(f"synthleak: warning: {one_line(str(message))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

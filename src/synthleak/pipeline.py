@@ -176,6 +176,8 @@ def run_audit(
     decision: DecisionRule | None = None,
     labels: str | Path | dict | None = None,
     groups: str | Path | None = None,
+    groups_from: str | None = None,
+    window: str | None = None,
     out: str | Path | None = None,
     scores_out: str | Path | None = None,
     force: bool = False,
@@ -199,7 +201,8 @@ def run_audit(
             paths[n] = output_paths(Path(out), n, multiple, Path(scores_out) if scores_out else None)
             for p in paths[n].values():
                 check_writable(p, force)
-    audit_data = data if isinstance(data, AuditData) else discover(data, train, test, groups)
+    audit_data = data if isinstance(data, AuditData) else discover(
+        data, train, test, groups, window=window, groups_from=groups_from)
     if out is not None and audit_data.real_unknown is None:
         raise DataError("no real_unknown/ images to write a run file for")
     if rule.mode in ("fpr", "tail") and not audit_data.has_labelled:
