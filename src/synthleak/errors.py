@@ -24,3 +24,11 @@ class CheckpointError(SynthleakError):
 
 class OutputExistsError(SynthleakError):
     """Refusing to overwrite an existing output without --force."""
+
+
+class UnreadableInputError(DataError):
+    """An input image found unreadable while it is streamed (after the audit started).
+
+    Unlike other data errors it stops an audit of several methods too: no method may run on a set
+    with a file silently missing.
+    """

@@ -14,6 +14,7 @@ Value rule (the README's data-layout section says the same):
 """
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -125,10 +126,10 @@ def _pydicom_warnings(path: Path, notes: dict[Path, str] | None) -> Iterator[Non
             notes.setdefault(path, text)
 
 
-def _read(path: Path, stop_before_pixels: bool):
+def _read(path: Path, stop_before_pixels: bool, data: bytes | None = None):
     pydicom = _pydicom(path)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(io.BytesIO(data) if data is not None else path, stop_before_pixels=stop_before_pixels)
     except pydicom.errors.InvalidDicomError:
         raise DataError(f"{path}: not a DICOM file (no 'DICM' preamble or file meta)") from None
     except OSError as exc:
@@ -168,12 +169,12 @@ def _float_tag(ds, keyword: str, default: float, path: Path) -> float:
     return out
 
 
-def _frame_count(ds, path: Path) -> int:
+def _frame_count(ds, path: Path, nbytes: int | None = None) -> int:
     frames = _int_tag(ds, "NumberOfFrames", 1, path)
     if frames < 1:
         raise DataError(f"{path}: invalid DICOM NumberOfFrames {frames}")
     # Each frame takes at least one byte of the file: a larger count is a corrupt header.
-    if frames > max(os.path.getsize(path), 1):
+    if frames > max(os.path.getsize(path) if nbytes is None else nbytes, 1):
         raise DataError(f"{path}: DICOM NumberOfFrames {frames} is larger than the file")
     return frames
 
@@ -247,11 +248,11 @@ def _color_lut(arr: np.ndarray, ds) -> np.ndarray:
     return apply_color_lut(arr, ds)
 
 
-def _decode(ds, path: Path) -> tuple[np.ndarray, str]:
+def _decode(ds, path: Path, nbytes: int | None = None) -> tuple[np.ndarray, str]:
     """Pixel array as [frames, rows, cols, samples] plus the photometric interpretation."""
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DataError(f"{path}: DICOM file has no pixel data (not an image: a DICOMDIR, report or structure set?)")
-    frames = _frame_count(ds, path)
+    frames = _frame_count(ds, path, nbytes)
     rows, cols = _int_tag(ds, "Rows", 0, path), _int_tag(ds, "Columns", 0, path)
     samples = _int_tag(ds, "SamplesPerPixel", 1, path)
     if rows < 1 or cols < 1 or samples not in (1, 3):
@@ -298,20 +299,22 @@ def _decoder_converts_ybr() -> bool:
     return int(pydicom.__version__.split(".")[0]) >= 3
 
 
-def read_frames(path: Path, window: Window | None = None, notes: dict[Path, str] | None = None) -> np.ndarray:
+def read_frames(path: Path, window: Window | None = None, notes: dict[Path, str] | None = None,
+                data: bytes | None = None) -> np.ndarray:
     """Every frame of a DICOM file as uint8 gray [frames, rows, cols] (the module docstring's value rule).
 
     pydicom's warnings about the file go to `notes` (one line), or are warned with the file name.
+    `data`: the file's bytes when already read (a cluster engine reads files itself); `path` then names it.
     """
     path = Path(path)
     with _pydicom_warnings(path, notes):
-        return _frames(path, window or DEFAULT_WINDOW)
+        return _frames(path, window or DEFAULT_WINDOW, data)
 
 
-def _frames(path: Path, window: Window) -> np.ndarray:
-    ds = _read(path, stop_before_pixels=False)
+def _frames(path: Path, window: Window, data: bytes | None = None) -> np.ndarray:
+    ds = _read(path, stop_before_pixels=False, data=data)
     try:
-        arr, photometric = _decode(ds, path)
+        arr, photometric = _decode(ds, path, None if data is None else len(data))
         slope = _float_tag(ds, "RescaleSlope", 1.0, path)
         intercept = _float_tag(ds, "RescaleIntercept", 0.0, path)
         modality = str(ds.get("Modality", "") or "").strip().upper()

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import unicodedata
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,8 +82,7 @@ class ImageSet:
         if pixels.ndim != 3:
             raise ValueError("pixels must be [n, H, W]")
         ids = ids or [f"img_{i:05d}" for i in range(len(pixels))]
-        hashes = [hashlib.sha1(p.tobytes()).hexdigest() for p in pixels]
-        return ImageSet(ids=list(ids), names=[f"{i}.png" for i in ids], pixels=pixels, hashes=hashes)
+        return ImageSet(ids=list(ids), names=[f"{i}.png" for i in ids], pixels=pixels, hashes=pixel_hashes(pixels))
 
     def subset(self, index) -> "ImageSet":
         index = np.asarray(index, dtype=int)
@@ -93,6 +94,23 @@ class ImageSet:
             folder=self.folder,
             patients={self.ids[i]: self.patients[self.ids[i]] for i in index if self.ids[i] in self.patients},
         )
+
+    # The image-source interface, shared with data.stream.LazyImageSet (images read from their files
+    # on demand), so that code which streams a synthetic set serves in-memory sets unchanged.
+    def iter_chunks(self, chunk_size: int = 512, start: int = 0) -> Iterator[tuple[int, "ImageSet"]]:
+        """(first row, ImageSet of up to chunk_size consecutive images) from row `start` on."""
+        for s in range(start, len(self), chunk_size):
+            e = min(s + chunk_size, len(self))
+            yield s, ImageSet(ids=self.ids[s:e], names=self.names[s:e], pixels=self.pixels[s:e],
+                              hashes=self.hashes[s:e], folder=self.folder)
+
+    def read(self, indices) -> np.ndarray:
+        """uint8 pixels [len(indices), H, W] of a few images (report tiles)."""
+        return self.pixels[np.asarray(indices, dtype=int)]
+
+    def materialise(self, indices=None) -> "ImageSet":
+        """The images (all, or `indices`) in memory: the set itself, or a subset."""
+        return self if indices is None else self.subset(indices)
 
     @staticmethod
     def concat(sets: list["ImageSet"]) -> "ImageSet":
@@ -149,9 +167,9 @@ def _fit(arr: np.ndarray, size: int, path: Path) -> tuple[np.ndarray, bool]:
     return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8), True
 
 
-def _read_pil(path: Path) -> tuple[np.ndarray, str | None]:
+def _read_pil(path: Path, data: bytes | None = None) -> tuple[np.ndarray, str | None]:
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data) if data is not None else path) as img:
             img.load()
             return to_gray_u8(img, path)
     except UnidentifiedImageError:
@@ -272,16 +290,31 @@ def _describe(e: ImageEntry, name_only: bool = False) -> str:
     return f"{where} frame {e.frame + 1}" if e.name != e.path.name else where
 
 
-def _decode_file(path: Path, dicom: bool, size: int, window: Window, notes: dict[Path, str] | None = None
-                 ) -> tuple[list[np.ndarray], str | None, int]:
-    """All images of one file at `size`: (frames, converted-from mode, how many were resized)."""
+def decode_file(path: Path, dicom: bool, size: int, window: Window, notes: dict[Path, str] | None = None,
+                data: bytes | None = None) -> tuple[list[np.ndarray], str | None, int]:
+    """All images of one file at `size`: (frames, converted-from mode, how many were resized).
+
+    `data`: the file's bytes when the caller read them already (`path` then only names the file).
+    """
     if dicom:
-        frames, converted = list(read_frames(path, window, notes)), "DICOM"
+        frames, converted = list(read_frames(path, window, notes, data)), "DICOM"
     else:
-        arr, converted = _read_pil(path)
+        arr, converted = _read_pil(path, data)
         frames = [arr]
     fitted = [_fit(f, size, path) for f in frames]
     return [a for a, _ in fitted], converted, sum(r for _, r in fitted)
+
+
+def warn_dicom_notes(folder: Path, notes: dict[Path, str], n_dicom: int, stacklevel: int = 2) -> None:
+    """One warning per folder for the DICOM files pydicom read despite invalid header values."""
+    first, text = next(iter(notes.items()))
+    warnings.warn(f"{folder}: pydicom read {len(notes)} of {n_dicom} DICOM files despite invalid values "
+                  f"(first: {first.name}: {text})", stacklevel=stacklevel + 1)
+
+
+def pixel_hashes(pixels: np.ndarray) -> list[str]:
+    """Content hash of each decoded image (SHA-1 of its pixels): what keys in-memory images in the cache."""
+    return [hashlib.sha1(p.tobytes()).hexdigest() for p in pixels]
 
 
 def load_folder(folder: Path, size: int = IMAGE_SIZE, workers: int = 4, warn: bool = True,
@@ -298,11 +331,11 @@ def load_folder(folder: Path, size: int = IMAGE_SIZE, workers: int = 4, warn: bo
     decoded: dict[Path, tuple[list[np.ndarray], str | None, int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pil_files = [p for p, dicom in files if not dicom]
-        decoded.update(zip(pil_files, pool.map(lambda p: _decode_file(p, False, size, window), pil_files)))
+        decoded.update(zip(pil_files, pool.map(lambda p: decode_file(p, False, size, window), pil_files)))
     # DICOM files after the pool: pydicom's warnings are captured per file, and no PIL warning from
     # another thread may be caught with them.
     for path in (p for p, dicom in files if dicom):
-        decoded[path] = _decode_file(path, True, size, window, notes)
+        decoded[path] = decode_file(path, True, size, window, notes)
     converted: dict[str, int] = {}
     resized = 0
     for path, (frames, conv, res) in decoded.items():
@@ -318,16 +351,12 @@ def load_folder(folder: Path, size: int = IMAGE_SIZE, workers: int = 4, warn: bo
         warnings.warn(f"{folder}: {resized} of {len(entries)} images were not {size}x{size} and were resized",
                       stacklevel=2)
     if warn and notes:
-        first, text = next(iter(notes.items()))
-        n_dicom = sum(dicom for _, dicom in files)
-        warnings.warn(f"{folder}: pydicom read {len(notes)} of {n_dicom} DICOM files despite invalid values "
-                      f"(first: {first.name}: {text})", stacklevel=2)
-    hashes = [hashlib.sha1(p.tobytes()).hexdigest() for p in pixels]
+        warn_dicom_notes(folder, notes, sum(dicom for _, dicom in files), stacklevel=3)
     return ImageSet(
         ids=[e.id for e in entries],
         names=[e.name for e in entries],
         pixels=pixels,
-        hashes=hashes,
+        hashes=pixel_hashes(pixels),
         folder=Path(folder),
         resized=resized,
         converted=converted,

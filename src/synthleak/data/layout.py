@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import DataError
 from .dicom import Window, parse_window
 from .images import ImageSet, load_folder, strip_image_suffix
+from .stream import ImageSource, LazyImageSet, concat_images
 from .runfile import id_problem, read_pairs
 
 GENERATED = "generated"
@@ -21,13 +22,18 @@ GROUPS_FROM = ("dicom",)
 
 @dataclass
 class AuditData:
-    """Everything an audit may look at. Test labels are deliberately not part of it."""
+    """Everything an audit may look at. Test labels are deliberately not part of it.
 
-    generated: ImageSet
+    Synthetic images (`generated`, `test_generated`) found on disk are LazyImageSets, read from their
+    files in chunks when used; reals (thousands, not millions) are ImageSets in memory. Code that
+    builds an AuditData in memory may pass ImageSets for the synthetic images too.
+    """
+
+    generated: ImageSource
     real_used: ImageSet | None = None
     real_not_used: ImageSet | None = None
     real_unknown: ImageSet | None = None
-    test_generated: ImageSet | None = None
+    test_generated: ImageSource | None = None
     groups: dict[str, str] | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
@@ -42,7 +48,7 @@ class AuditData:
         return bool(self.real_used is not None and self.real_not_used is not None
                     and len(self.real_used) and len(self.real_not_used))
 
-    def synthetic(self, pool: str = "all") -> ImageSet:
+    def synthetic(self, pool: str = "all") -> ImageSource:
         """Synthetic images to compare against.
 
         'all' pools train and test generated images (one generator, as in the 2025 task and
@@ -52,7 +58,7 @@ class AuditData:
             return self.generated
         if pool != "all":
             raise ValueError(f"unknown synthetic pool {pool!r}")
-        return ImageSet.concat([self.generated, self.test_generated])
+        return concat_images([self.generated, self.test_generated])
 
     def labelled(self) -> tuple[ImageSet, np.ndarray]:
         """Labelled reals (used first, then not used) and their labels (1 = used)."""
@@ -70,13 +76,14 @@ class AuditData:
         return np.array([self.groups.get(i, f"__id__{i}") for i in images.ids])
 
 
-def _optional(folder: Path, name: str, window: Window, required: bool = False) -> ImageSet | None:
+def _optional(folder: Path, name: str, window: Window, required: bool = False, lazy: bool = False
+              ) -> ImageSource | None:
     path = folder / name
     if not path.exists():
         if required:
             raise DataError(f"{path}: folder does not exist")
         return None
-    return load_folder(path, window=window)
+    return LazyImageSet.from_folder(path, window=window) if lazy else load_folder(path, window=window)
 
 
 def read_groups(path: Path) -> dict[str, str]:
@@ -137,7 +144,7 @@ def discover(
     for p in (train, test):
         if not p.is_dir():
             raise DataError(f"{p}: folder does not exist")
-    generated = _optional(train, GENERATED, window, required=True)
+    generated = _optional(train, GENERATED, window, required=True, lazy=True)
     used = _optional(train, REAL_USED, window)
     not_used = _optional(train, REAL_NOT_USED, window)
     if (used is None) != (not_used is None):
@@ -146,7 +153,7 @@ def discover(
     unknown = _optional(test, REAL_UNKNOWN, window, required=need_unknown)
     test_generated = None
     if test != train:
-        test_generated = _optional(test, GENERATED, window)
+        test_generated = _optional(test, GENERATED, window, lazy=True)
     audit = AuditData(
         generated=generated,
         real_used=used,
@@ -190,7 +197,7 @@ def _reals(audit: AuditData) -> list[ImageSet]:
     return [s for s in (audit.real_used, audit.real_not_used, audit.real_unknown) if s is not None]
 
 
-def _sets(audit: AuditData) -> list[ImageSet]:
+def _sets(audit: AuditData) -> list[ImageSource]:
     return [s for s in (audit.generated, audit.test_generated, audit.real_used, audit.real_not_used,
                         audit.real_unknown) if s is not None]
 
