@@ -56,6 +56,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds on labelled reals")
     g.add_argument("--cache-dir", help="feature/model cache (default ~/.cache/synthleak; 'none' disables)")
     g.add_argument("--workers", type=int, default=2, help="CPU worker threads/processes")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="decode synthetic images and extract their features here (local, default) or on a Ray "
+                        "cluster (ray: RAY_ADDRESS or a local instance; pip install 'synthleak[ray]')")
+    g.add_argument("--search", choices=("auto", "exact", "approx"), default="auto",
+                   help="nearest-neighbour search: exact below 1,000,000 synthetic images and approximate (FAISS "
+                        "IVF, recall measured and written to RUN.json) above (auto, default), or always one")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="method-specific option (repeatable)")
 
 
@@ -154,7 +160,7 @@ def _method_config(args):
         image_size=args.image_size, base_filters=args.base_filters, vit_size=args.vit_size,
         weights=args.weights, encoder=args.encoder, clusters=args.clusters,
         fit_on_test_generated=args.fit_on_test_generated, max_train_images=args.max_train_images,
-        cache_dir=args.cache_dir, n_folds=args.folds, workers=args.workers, quiet=args.quiet,
+        cache_dir=args.cache_dir, engine=args.engine, search=args.search, n_folds=args.folds, workers=args.workers, quiet=args.quiet,
         artifacts_dir=Path(args.report) if args.report else None, options=_parse_set(args.set),
     )
 

@@ -31,6 +31,10 @@ class MethodConfig:
     # Cap on synthetic images used to *train* models (CPU runs); None = all.
     max_train_images: int | None = None
     cache_dir: str | None = None
+    #: where synthetic images are decoded and turned into features: 'local' (threads) or 'ray' (Ray Data)
+    engine: str = "local"
+    #: nearest-neighbour search over large sets: 'auto' (exact below a size, approximate above), 'exact', 'approx'
+    search: str = "auto"
     n_folds: int = 5
     workers: int = 2
     quiet: bool = False

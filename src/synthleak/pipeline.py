@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .attacks.knn import search_context
 from .config import MethodConfig
 from .data.layout import AuditData, discover
 from .data.runfile import atomic_write_text, check_writable, read_labels, run_text, scores_text
 from .decide import AUTO, DecisionRule, cv_decisions
-from .errors import DataError, SynthleakError
+from .errors import DataError, SynthleakError, UnreadableInputError
 from .methods import CONTROL, DEFAULT_METHOD, METHODS, MethodResult, get_method, method_config, run_method
 from .methods.base import labelled_folds
 from .metrics import Metric, evaluate, score_metrics
@@ -37,6 +38,8 @@ class MethodReport:
     variants_cv_auc: dict[str, float] = field(default_factory=dict)
     variants_test_auc: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    #: what the method's neighbour searches did (exact / approximate, recall), see attacks/knn.py
+    search: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -141,9 +144,11 @@ def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y
     seed_everything(cfg.seed)
     start = time.perf_counter()
     try:
-        report.result = run_method(name, data, cfg)
+        with search_context(cfg.search) as searches:
+            report.result = run_method(name, data, cfg)
+        report.search = searches.summary()
     except SynthleakError as exc:
-        if not keep_going:
+        if not keep_going or isinstance(exc, UnreadableInputError):  # an unreadable input stops every method
             raise
         report.error = str(exc)
         log(f"{name}: skipped: {exc}", cfg.quiet)
@@ -275,6 +280,7 @@ def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg
         "variants_test_auc": m.variants_test_auc,
         "artifacts": [str(a) for a in m.result.artifacts],
         "shift": shift.to_json() if shift is not None else None,
+        "neighbour_search": m.search,
     }
     atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=str) + "\n", force)
     m.outputs = {k: str(v) for k, v in paths.items()}

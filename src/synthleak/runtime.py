@@ -62,10 +62,23 @@ class Progress:
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         rate = done / elapsed
         of = f"/{self.total}" if self.total else ""
-        msg = f"[{self.label}] {done}{of} ({rate:.1f}/s, {elapsed:.0f}s)"
+        msg = f"[{self.label}] {done}{of} ({rate:.1f}/s, {elapsed:.0f}s"
+        if self.total and 0 < done < self.total and rate > 0:
+            msg += f", ETA {format_seconds((self.total - done) / rate)}"
+        msg += ")"
         if extra:
             msg += f" {extra}"
         print(msg, file=sys.stderr, flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    """12s, 3m05s, 2h14m: a duration as people read it in a progress line."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def log(msg: str, quiet: bool = False) -> None:

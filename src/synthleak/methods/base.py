@@ -10,6 +10,7 @@ import numpy as np
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..data.layout import AuditData
+from ..data.stream import concat_images
 from ..decide import cv_folds
 
 
@@ -74,22 +75,22 @@ class MethodSpec:
 
 
 def training_synthetic(data: AuditData, cfg: MethodConfig) -> tuple[ImageSet, str]:
-    """Synthetic images models may be trained on, and a description for the output record.
+    """Synthetic images models may be trained on (in memory), and a description for the output record.
 
     Default: train/generated only; --fit-on-test-generated adds test/generated. --max-train-images
-    takes a seeded random subset (CPU budgets).
+    takes a seeded random subset (CPU budgets); only that subset is read from the files.
     """
     images = data.generated
     desc = f"train/generated ({len(images)})"
     if cfg.fit_on_test_generated and data.test_generated is not None:
-        images = ImageSet.concat([data.generated, data.test_generated])
+        images = concat_images([data.generated, data.test_generated])
         desc = f"train/generated + test/generated ({len(images)})"
     if cfg.max_train_images and len(images) > cfg.max_train_images:
         rng = np.random.default_rng(cfg.seed)
         idx = np.sort(rng.choice(len(images), cfg.max_train_images, replace=False))
         images = images.subset(idx)
         desc += f", random subset of {cfg.max_train_images}"
-    return images, desc
+    return images.materialise(), desc
 
 
 def labelled_folds(data: AuditData, cfg: MethodConfig):

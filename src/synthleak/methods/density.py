@@ -33,6 +33,20 @@ from .base import MethodResult, labelled_folds
 from .nearest import REFERENCE_REPEATS, embed, fold_reference_size, real_rows
 
 REFERENCES = ("all-reals", "non-members")
+#: DOMIAS fits its PCA on at most this many synthetic images (a seeded subsample above it: a PCA of
+#: millions of rows would copy them all into memory); every synthetic image is still projected and in the KDE
+PCA_FIT_ROWS = 50_000
+
+
+def _pca_fit_rows(syn: np.ndarray, seed: int) -> np.ndarray:
+    if len(syn) <= PCA_FIT_ROWS:
+        return syn
+    return syn[np.sort(np.random.default_rng(seed).choice(len(syn), PCA_FIT_ROWS, replace=False))]
+
+
+def _project(pca: PCA, rows: np.ndarray) -> np.ndarray:
+    """pca.transform in chunks of PCA_FIT_ROWS rows (the feature store is memory-mapped; never copied whole)."""
+    return np.concatenate([pca.transform(rows[s:s + PCA_FIT_ROWS]) for s in range(0, len(rows), PCA_FIT_ROWS)])
 
 
 def _log_density(fit_rows: np.ndarray, query: np.ndarray, bw_factor: float | None = None) -> np.ndarray:
@@ -60,8 +74,8 @@ def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
     if reference not in REFERENCES:
         raise SynthleakError(f"--set domias_reference={reference}: choose from {', '.join(REFERENCES)}")
     n_comp = int(min(n_comp, syn.shape[1], len(syn) - 1))
-    pca = PCA(n_comp, random_state=cfg.seed).fit(syn)
-    ps = pca.transform(syn)
+    pca = PCA(n_comp, random_state=cfg.seed).fit(_pca_fit_rows(syn, cfg.seed))
+    ps = _project(pca, syn)
     pl = pca.transform(lab) if lab is not None else None
     pt = pca.transform(test) if test is not None else None
     reals = np.concatenate([a for a in (pl, pt) if a is not None])
@@ -99,7 +113,9 @@ def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
         result.labelled_scores = syn_kde.logpdf(pl.T) - ref_lab
     if pt is not None:
         result.test_scores = syn_kde.logpdf(pt.T) - ref_test
-    result.notes.append(f"Gaussian KDEs in a {n_comp}-d PCA space of '{cfg.feature_space}' features")
+    result.notes.append(f"Gaussian KDEs in a {n_comp}-d PCA space of '{cfg.feature_space}' features"
+                        + (f" (PCA fitted on a seeded subsample of {PCA_FIT_ROWS} synthetic images)"
+                           if len(syn) > PCA_FIT_ROWS else ""))
     return result
 
 

@@ -8,6 +8,7 @@ from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..features import get_extractor
+from ..features.store import image_features
 from .base import MethodResult, labelled_folds, training_synthetic
 
 
@@ -22,7 +23,7 @@ def embed(data: AuditData, cfg: MethodConfig, need_synthetic: bool = True):
         train_images, desc = training_synthetic(data, cfg)
         extractor.fit(train_images)
         record[f"{cfg.feature_space} feature model"] = desc
-    syn = extractor.extract(data.synthetic(cfg.synthetic_pool)) if need_synthetic else None
+    syn = image_features(extractor, data.synthetic(cfg.synthetic_pool), cfg) if need_synthetic else None
     lab = extractor.extract(data.labelled()[0]) if data.has_labelled else None
     test = extractor.extract(data.real_unknown) if data.real_unknown is not None else None
     if extractor.scale:

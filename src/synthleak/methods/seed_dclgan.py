@@ -364,7 +364,7 @@ def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
     if domain == "real_not_used" and not data.has_labelled:
         raise SynthleakError("--set dclgan_domain=real_not_used needs labelled reals (real_used/ and real_not_used/)")
     train_images, train_desc = training_synthetic(data, cfg)
-    synthetic = data.synthetic(cfg.synthetic_pool)
+    synthetic = data.synthetic(cfg.synthetic_pool).materialise()  # the critic reads every image several times
     folds = labelled_folds(data, cfg) if data.has_labelled else None
     build = halves_signals if domain == "halves" else cross_fitted_signals
     signals, model_desc = build(data, cfg, settings, train_images, synthetic, folds)

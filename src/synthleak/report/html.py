@@ -14,7 +14,9 @@ import numpy as np
 
 from ..attacks.knn import NeighbourIndex
 from ..data.runfile import atomic_write_text
+from ..data.stream import ImageSource
 from ..features.pixels import PixelExtractor
+from ..features.store import image_features
 from ..config import MethodConfig
 from ..pipeline import AuditReport, MethodReport, format_table
 
@@ -23,7 +25,7 @@ N_NEIGHBOURS = 3
 
 
 def _evidence_png(report: AuditReport, m: MethodReport, folder: Path, neighbours: np.ndarray,
-                  synthetic_pixels: np.ndarray) -> list[tuple[str, str, float]]:
+                  synthetic: ImageSource) -> list[tuple[str, str, float]]:
     """One PNG per flagged image: the real image, then its nearest synthetic images."""
     data = report.data
     scores = m.result.test_scores
@@ -31,7 +33,7 @@ def _evidence_png(report: AuditReport, m: MethodReport, folder: Path, neighbours
     top = flagged[np.argsort(-scores[flagged])][:N_EVIDENCE]
     rows = []
     for rank, i in enumerate(top):
-        tiles = [data.real_unknown.pixels[i]] + [synthetic_pixels[j] for j in neighbours[i][:N_NEIGHBOURS]]
+        tiles = [data.real_unknown.pixels[i], *synthetic.read(neighbours[i][:N_NEIGHBOURS])]
         strip = np.hstack([cv2.resize(t, (160, 160), interpolation=cv2.INTER_AREA) for t in tiles])
         strip = cv2.copyMakeBorder(strip, 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=255)
         name = f"{m.name}_evidence_{rank + 1}.png"
@@ -101,11 +103,11 @@ def write_report(report: AuditReport, folder: Path, force: bool = False, y_test:
         neighbours = m.result.neighbours
         if neighbours is None:
             if fallback_neighbours is None:
-                idx = NeighbourIndex(pixel_space.transform(synthetic))
+                idx = NeighbourIndex(image_features(pixel_space, synthetic, pixel_space.cfg))
                 fallback_neighbours = idx.search(pixel_space.transform(data.real_unknown), N_NEIGHBOURS)[1]
             neighbours = fallback_neighbours
             parts.append("<p>Neighbours below are searched in pixel space (this method has no own neighbours).</p>")
-        rows = _evidence_png(report, m, folder, neighbours, synthetic.pixels)
+        rows = _evidence_png(report, m, folder, neighbours, synthetic)
         if rows:
             parts.append(f"<h3>Evidence: the {len(rows)} most strongly flagged test images</h3>"
                          "<p>Left: the real image; right: its nearest synthetic images. A near-copy is direct "

@@ -1,0 +1,1 @@
+"""Engines that decode images and extract features outside this process (optional extras)."""
