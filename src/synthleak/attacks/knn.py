@@ -1,59 +1,390 @@
-"""One nearest-neighbour interface: exact torch/BLAS for small sets, FAISS for large ones."""
+"""One nearest-neighbour interface for 7,000 and 7,000,000 vectors: exact BLAS search, approximate FAISS above.
+
+Exact search runs block by block over the database: a float32 GEMM (BLAS) per block gives
+expanded-form squared distances, from which each query keeps its k + CANDIDATE_MARGIN best
+candidates; their distances are then recomputed exactly (float64, from the vectors' differences) and
+ordered by (distance, database row). float32 rounding could still have pushed a true neighbour out of
+the candidates, so a query whose candidate list is not provably complete (the gap between its last
+candidate and its k-th neighbour is within the rounding bound `_rounding_bound`) is searched again
+with float64 GEMM on the blocks, keeping every row within the bound. Results are therefore exact,
+ties go to the lower database row, and no float64 copy of the database is made: memory is one block
+of the database at a time. A memory-mapped database (the feature store) is read block by block from
+its file, so a search does not keep the matrix resident either.
+
+Approximate search (`mode="approx"`, or `"auto"` from APPROX_MIN_ROWS database rows on) uses FAISS
+IVF-Flat, see `ApproxIndex` for the choice; its recall against exact search is measured on a sample
+of the queries every time it is used, recorded, and warned about below RECALL_WARN.
+
+`search_context(mode)` sets the mode for every index built inside it (the audit sets it per method
+from `--search`) and collects what each search did (`SearchContext.records`), for the run's JSON.
+"""
 from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import numpy as np
 
-#: queries x database above which FAISS is used (below it torch's BLAS is as fast and has no overhead)
-FAISS_MIN_WORK = 2_000_000
+from ..errors import SynthleakError
+
+SEARCH_MODES = ("auto", "exact", "approx")
+#: `auto` searches approximately from this many database rows and queries on (see ApproxIndex)
+APPROX_MIN_ROWS = 200_000
+APPROX_MIN_QUERIES = 5_000
+#: below this many rows even `approx` searches exactly (an index would hold a handful of lists)
+APPROX_FLOOR_ROWS = 1_000
+#: recall of the approximate index (on a sample, against exact search) below which the audit warns
+RECALL_WARN = 0.99
+#: queries whose approximate neighbours are checked against exact search
+RECALL_SAMPLE = 200
+#: float32 candidates kept per query beyond k, re-ranked exactly
+CANDIDATE_MARGIN = 16
+#: bytes of database (float32) and of float64 re-ranking work handled at once
+BLOCK_BYTES = 32 << 20
+_U32 = float(np.finfo(np.float32).eps) / 2
+_U64 = float(np.finfo(np.float64).eps) / 2
+
+
+@dataclass
+class SearchContext:
+    """Search mode for the indexes built inside `search_context`, and what each search did."""
+
+    mode: str = "auto"
+    records: list[dict] = field(default_factory=list)
+
+    def summary(self) -> list[dict]:
+        """Records merged by (mode, index, rows, dims): counts and queries summed, worst recall kept."""
+        merged: dict[tuple, dict] = {}
+        for r in self.records:
+            key = (r["mode"], r["index"], r["rows"], r["dims"])
+            if key not in merged:
+                merged[key] = {**r, "searches": 0, "queries": 0}
+            m = merged[key]
+            m["searches"] += 1
+            m["queries"] += r["queries"]
+            if "recall" in r:
+                m["recall"] = min(m["recall"], r["recall"])
+        return list(merged.values())
+
+    def low_recall(self) -> list[dict]:
+        return [r for r in self.records if r.get("recall", 1.0) < RECALL_WARN]
+
+
+_context: ContextVar[SearchContext | None] = ContextVar("synthleak_search_context", default=None)
+
+
+@contextmanager
+def search_context(mode: str = "auto") -> Iterator[SearchContext]:
+    if mode not in SEARCH_MODES:
+        raise SynthleakError(f"--search {mode!r}: choose from {', '.join(SEARCH_MODES)}")
+    ctx = SearchContext(mode)
+    token = _context.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _context.reset(token)
 
 
 class NeighbourIndex:
-    """Exact Euclidean k-NN over a fixed database of float32 vectors."""
+    """Euclidean k-NN over a fixed database of float32 vectors ([n, d] array or memory map).
 
-    def __init__(self, database: np.ndarray, backend: str = "auto"):
-        self.database = np.ascontiguousarray(database, dtype=np.float32)
+    `backend`: "auto" / "blas" / "torch" / "numpy" (the exact BLAS search above; the last two are
+    older names kept for callers) or "faiss" (exact, FAISS's flat k-NN for the float32 candidates).
+    `mode`: "exact", "approx" or "auto"; None takes the mode of the enclosing `search_context`.
+    """
+
+    def __init__(self, database: np.ndarray, backend: str = "auto", mode: str | None = None):
+        if isinstance(database, np.memmap) and database.dtype == np.float32 and database.flags.c_contiguous:
+            self.database = database  # read block by block from its file, never copied
+        else:
+            self.database = np.ascontiguousarray(database, dtype=np.float32)
         if self.database.ndim != 2 or len(self.database) == 0:
             raise ValueError("database must be a non-empty [n, d] array")
+        if backend not in ("auto", "blas", "torch", "numpy", "faiss"):
+            raise ValueError(f"unknown neighbour-search backend {backend!r}")
         self.backend = backend
-        self._faiss = None
+        ctx = _context.get()
+        self.mode = mode or (ctx.mode if ctx is not None else "auto")
+        if self.mode not in SEARCH_MODES:
+            raise SynthleakError(f"--search {self.mode!r}: choose from {', '.join(SEARCH_MODES)}")
+        self._approx: ApproxIndex | None = None
+        self._max_norm: float | None = None
 
-    def _use_faiss(self, n_queries: int) -> bool:
-        if self.backend == "faiss":
-            return True
-        if self.backend in ("torch", "numpy"):
+    def approximate(self, n_queries: int) -> bool:
+        n = len(self.database)
+        if self.mode == "exact" or n < APPROX_FLOOR_ROWS:
             return False
-        return n_queries * len(self.database) >= FAISS_MIN_WORK
+        return self.mode == "approx" or (n >= APPROX_MIN_ROWS and n_queries >= APPROX_MIN_QUERIES)
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(distances [m, k] Euclidean, indices [m, k]) of the k nearest database rows, nearest first."""
+        """(distances [m, k] Euclidean float64, indices [m, k]) of the k nearest database rows, nearest first."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.database.shape[1]:
+            raise ValueError(f"queries of shape {queries.shape} do not match the database {self.database.shape}")
         k = min(k, len(self.database))
-        if self._use_faiss(len(queries)):
-            return self._search_faiss(queries, k)
-        return self._search_torch(queries, k)
+        start = time.perf_counter()
+        approximate = self.approximate(len(queries))
+        record = {"mode": "approx" if approximate else "exact", "rows": len(self.database),
+                  "dims": int(self.database.shape[1]), "queries": len(queries), "k": k}
+        if len(queries) == 0:
+            d, i = np.zeros((0, k)), np.zeros((0, k), np.int64)
+        elif approximate:
+            d, i = self._search_approx(queries, k, record)
+        else:
+            record["index"] = "exact-faiss" if self.backend == "faiss" else "exact-blas"
+            d2, i = self._exact(queries, k)
+            d = np.sqrt(d2)
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        ctx = _context.get()
+        if ctx is not None:
+            ctx.records.append(record)
+        return d, i
 
-    def _search_faiss(self, queries: np.ndarray, k: int):
+    # --- exact -----------------------------------------------------------------------------------
+    def _block_rows(self) -> int:
+        return max(1, BLOCK_BYTES // (4 * self.database.shape[1]))
+
+    def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 block) over the database; a memory map is read from its file block by block."""
+        db, rows = self.database, self._block_rows()
+        if isinstance(db, np.memmap) and db.filename:
+            with open(db.filename, "rb") as f:
+                for s in range(0, len(db), rows):
+                    e = min(s + rows, len(db))
+                    f.seek(db.offset + s * db.shape[1] * 4)
+                    block = np.fromfile(f, dtype=np.float32, count=(e - s) * db.shape[1])
+                    yield s, block.reshape(e - s, db.shape[1])
+        else:
+            for s in range(0, len(db), rows):
+                yield s, db[s:s + rows]
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """float32 database rows by index, any shape of index (a memory map is read with positioned reads,
+        so rows looked up once do not stay resident)."""
+        flat = np.asarray(index, dtype=np.int64).ravel()
+        db, d = self.database, self.database.shape[1]
+        if not (isinstance(db, np.memmap) and db.filename):
+            return np.asarray(db[flat]).reshape(*np.shape(index), d)
+        unique, where = np.unique(flat, return_inverse=True)
+        found = np.empty((len(unique), d), np.float32)
+        fd = os.open(db.filename, os.O_RDONLY)
+        try:
+            for j, row in enumerate(unique):
+                found[j] = np.frombuffer(os.pread(fd, 4 * d, db.offset + int(row) * 4 * d), np.float32)
+        finally:
+            os.close(fd)
+        return found[where].reshape(*np.shape(index), d)
+
+    def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(squared distances float64 [m, k], indices [m, k]), exact, ties to the lower row."""
+        n = len(self.database)
+        kc = min(n, k + CANDIDATE_MARGIN)
+        # Distances do not change under a common shift; centring on the queries' mean shrinks the
+        # norms in the expanded form, and with them its float32 rounding error.
+        centre = queries.mean(0, dtype=np.float64).astype(np.float32)
+        q = queries - centre
+        approx_d2, cand, max_norm = self._candidates(q, centre, kc, np.float32)
+        bound = _rounding_bound(q, max_norm, self.database.shape[1], _U32)
+        order = np.argsort(approx_d2, axis=1, kind="stable")
+        approx_d2, cand = np.take_along_axis(approx_d2, order, 1), np.take_along_axis(cand, order, 1)
+        # Only candidates within twice the bound of the k-th float32 value can be among the k nearest:
+        # re-rank those (usually just k), not all kc.
+        within = approx_d2 <= approx_d2[:, k - 1:k] + 2 * bound[:, None]
+        d2, idx = self._rerank(queries, cand[:, :max(k, int(within.sum(1).max()))], k)
+        if kc == n:
+            return d2, idx
+        # an excluded row has float32 value >= the last candidate's, so its exact distance is at least
+        # that minus the rounding bound: beyond the k-th neighbour, unless the gap is within the bound
+        unsure = np.flatnonzero(approx_d2[:, -1] - bound <= d2[:, -1])
+        if len(unsure):
+            d2[unsure], idx[unsure] = self._exact_f64(queries[unsure], centre, d2[unsure, -1], k)
+        return d2, idx
+
+    def _candidates(self, q: np.ndarray, centre: np.ndarray, kc: int, dtype
+                    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Per query the kc smallest expanded-form squared distances (in `dtype`) and their rows."""
+        m = len(q)
+        q = q.astype(dtype, copy=False)
+        qn = np.einsum("ij,ij->i", q, q)
+        best_d = np.empty((m, 0), dtype)
+        best_i = np.empty((m, 0), np.int64)
+        max_norm = 0.0
+        use_faiss = self.backend == "faiss" and dtype == np.float32
+        for s, block in self._blocks():
+            b = (block - centre).astype(dtype, copy=False)
+            bn = np.einsum("ij,ij->i", b, b)
+            max_norm = max(max_norm, float(np.sqrt(bn.max())))
+            if use_faiss:
+                import faiss
+
+                d2, part = faiss.knn(np.ascontiguousarray(q), np.ascontiguousarray(b), min(kc, len(b)))
+            else:
+                d2 = q @ b.T
+                d2 *= -2
+                d2 += bn[None, :]
+                d2 += qn[:, None]
+                part = _smallest(d2, kc)
+                d2 = np.take_along_axis(d2, part, 1)
+            best_d = np.concatenate([best_d, d2.astype(dtype, copy=False)], 1)
+            best_i = np.concatenate([best_i, part.astype(np.int64) + s], 1)
+            if best_d.shape[1] > kc:
+                keep = _smallest(best_d, kc)
+                best_d, best_i = np.take_along_axis(best_d, keep, 1), np.take_along_axis(best_i, keep, 1)
+        return best_d.astype(np.float64), best_i, max_norm
+
+    def _rerank(self, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact float64 squared distances of the candidates; the k best by (distance, row)."""
+        m, kc = cand.shape
+        d2 = np.empty((m, kc))
+        step = max(1, BLOCK_BYTES // max(1, 8 * kc * queries.shape[1]))
+        for s in range(0, m, step):
+            diff = self.rows(cand[s:s + step]).astype(np.float64) - queries[s:s + step, None, :].astype(np.float64)
+            d2[s:s + step] = np.einsum("ijk,ijk->ij", diff, diff)
+        order = np.lexsort((cand, d2), axis=1)[:, :k]
+        return np.take_along_axis(d2, order, 1), np.take_along_axis(cand, order, 1)
+
+    def _exact_f64(self, queries: np.ndarray, centre: np.ndarray, kth: np.ndarray, k: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Queries whose float32 candidates were not provably complete: float64 GEMM per block, keeping
+        every row within the float64 rounding bound of the best k-th distance found so far."""
+        q = (queries - centre).astype(np.float64)
+        qn = np.einsum("ij,ij->i", q, q)
+        max_norm = self._max_norm_of_db(centre)
+        limit = kth + 2 * _rounding_bound(q, max_norm, self.database.shape[1], _U64)
+        found: list[list[np.ndarray]] = [[] for _ in range(len(q))]
+        for s, block in self._blocks():
+            b = (block - centre).astype(np.float64)
+            d2 = qn[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2 * (q @ b.T)
+            for j, cols in enumerate(d2 <= limit[:, None]):
+                hits = np.flatnonzero(cols)
+                if len(hits):
+                    found[j].append(hits + s)
+        out_d = np.empty((len(q), k))
+        out_i = np.empty((len(q), k), np.int64)
+        for j, parts in enumerate(found):
+            cand = np.concatenate(parts)[None, :]
+            out_d[j], out_i[j] = (a[0] for a in self._rerank(queries[j:j + 1], cand, k))
+        return out_d, out_i
+
+    def _max_norm_of_db(self, centre: np.ndarray) -> float:
+        if self._max_norm is None:
+            self._max_norm = max(float(np.sqrt(np.einsum("ij,ij->i", b - centre, b - centre, dtype=np.float64).max()))
+                                 for _, b in self._blocks())
+        return self._max_norm
+
+    # --- approximate -----------------------------------------------------------------------------
+    def _search_approx(self, queries: np.ndarray, k: int, record: dict) -> tuple[np.ndarray, np.ndarray]:
+        """IVF search with nprobe doubled until recall@k on a tuning sample reaches RECALL_WARN; the
+        recall reported is measured on a second, disjoint sample of queries (when there are enough)."""
+        if self._approx is None:
+            self._approx = ApproxIndex(self)
+        approx = self._approx
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(queries))
+        tune = np.sort(order[:RECALL_SAMPLE // 2])
+        check = np.sort(order[RECALL_SAMPLE // 2:RECALL_SAMPLE // 2 + RECALL_SAMPLE])
+        if len(check) < RECALL_SAMPLE // 2:  # few queries: check on all of them
+            check = np.arange(len(queries))
+        truth = self._exact(queries[np.r_[tune, check]], k)
+        truth_tune = tuple(t[:len(tune)] for t in truth)
+        nprobe = approx.start_nprobe
+        while nprobe < approx.nlist and _recall(approx.search(queries[tune], k, nprobe), truth_tune) < RECALL_WARN:
+            nprobe = min(2 * nprobe, approx.nlist)
+        d2, idx = approx.search(queries, k, nprobe)
+        record.update(approx.describe(), nprobe=nprobe)
+        record["recall"] = _recall((d2[check], idx[check]), tuple(t[len(tune):] for t in truth))
+        record["recall_sample"] = len(check)
+        if record["recall"] < RECALL_WARN:
+            warnings.warn(f"approximate neighbour search over {len(self.database)} vectors: recall@{k} "
+                          f"{record['recall']:.3f} < {RECALL_WARN} on {len(check)} sampled queries "
+                          "(exact search: --search exact)", stacklevel=3)
+        return np.sqrt(d2), idx
+
+
+class ApproxIndex:
+    """FAISS IVF-Flat over a NeighbourIndex's database; returned neighbours are re-ranked exactly.
+
+    Why IVF-Flat, with nlist ~ sqrt(rows) (benchmarks/results/knn-index-50k.md: 50,000 x 4,096-d pixel
+    features, 700 queries): exact search there takes ~5 s; IVF-Flat with nlist ~ sqrt(n) builds in a
+    few seconds and reaches recall@1 >= 0.99 and recall@50 >= 0.99 at a small share of the lists;
+    with nlist ~ 4 sqrt(n) its k-means alone took 63 s. HNSW (M 32) had the best recall per query
+    second but an 83 s build, and FAISS builds its graph with threads racing for locks, so two runs
+    need not give the same graph (this project requires the same outputs for the same inputs); IVF's
+    k-means is seeded and its list assignment exact. IVF-PQ (64 bytes a vector) saves memory but
+    needed a deep exact re-rank for recall@50 and the slowest build (158 s). IVF-Flat holds a copy of
+    the vectors (the size of the feature store) for as long as the index lives.
+
+    Every build touches each vector with nlist distance computations, about what exact search costs
+    for nlist queries: an audit with a few thousand real images is usually faster exact, which is why
+    `auto` needs many queries as well as many rows (see APPROX_MIN_ROWS, APPROX_MIN_QUERIES).
+    """
+
+    def __init__(self, parent: NeighbourIndex, seed: int = 0):
         import faiss
 
-        if self._faiss is None:
-            self._faiss = faiss.IndexFlatL2(self.database.shape[1])
-            self._faiss.add(self.database)
-        d2, idx = self._faiss.search(queries, k)
-        return np.sqrt(np.maximum(d2, 0)), idx
+        self.parent = parent
+        n, d = parent.database.shape
+        # at least 39 training points per list (FAISS's own minimum), at most 64 used per list
+        self.nlist = int(min(max(8, 2 ** round(np.log2(np.sqrt(n)))), max(1, n // 39)))
+        self.start_nprobe = max(1, self.nlist // 64)
+        start = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, min(n, 64 * self.nlist), replace=False))
+        self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, self.nlist)
+        self.index.cp.seed = seed
+        self.index.cp.niter = 20
+        self.index.train(parent.rows(sample))
+        for _, block in parent._blocks():
+            self.index.add(np.ascontiguousarray(block))
+        self.build_seconds = time.perf_counter() - start
 
-    def _search_torch(self, queries: np.ndarray, k: int):
-        import torch
+    def describe(self) -> dict:
+        return {"index": "faiss-ivf-flat", "nlist": self.nlist, "build_seconds": round(self.build_seconds, 2)}
 
-        db = torch.from_numpy(self.database).double()
-        dists, idxs = [], []
-        # Float64 and chunking keep the expanded ||a||^2 - 2ab + ||b||^2 form exact enough for ties.
-        for start in range(0, len(queries), 1024):
-            q = torch.from_numpy(queries[start:start + 1024]).double()
-            d = torch.cdist(q, db)
-            val, ind = torch.topk(d, k, dim=1, largest=False, sorted=True)
-            dists.append(val.numpy())
-            idxs.append(ind.numpy())
-        return np.concatenate(dists).astype(np.float64), np.concatenate(idxs)
+    def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """(exact squared distances, rows) of the best k of the k + CANDIDATE_MARGIN rows IVF returns."""
+        self.index.nprobe = nprobe
+        n = len(self.parent.database)
+        _, cand = self.index.search(queries, min(n, k + CANDIDATE_MARGIN))
+        short = np.flatnonzero((cand < 0).any(1))  # the probed lists held fewer rows than asked for
+        d2, idx = self.parent._rerank(queries, np.maximum(cand, 0), k)  # short rows are replaced below
+        if len(short):
+            d2[short], idx[short] = self.parent._exact(queries[short], k)
+        return d2, idx
+
+
+def _recall(found: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.ndarray]) -> float:
+    """Share of the exact k nearest that a search returned; a row at exactly the k-th exact distance
+    counts as found (a tie, not a miss)."""
+    (d2, idx), (true_d2, true_idx) = found, truth
+    k = true_idx.shape[1]
+    hits = sum(len(set(i.tolist()) & set(t.tolist())) + int(np.sum((dd <= td[-1]) & ~np.isin(i, t)))
+               for i, dd, t, td in zip(idx, d2, true_idx, true_d2))
+    return round(hits / max(1, len(idx) * k), 4)
+
+
+def _smallest(values: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k smallest values of each row (unordered)."""
+    if values.shape[1] <= k:
+        return np.broadcast_to(np.arange(values.shape[1]), values.shape).copy()
+    return np.argpartition(values, k - 1, axis=1)[:, :k]
+
+
+def _rounding_bound(q: np.ndarray, max_norm: float, dims: int, unit: float) -> np.ndarray:
+    """Upper bound on the rounding error of ||q||^2 + ||b||^2 - 2 q.b per query (any database row b).
+
+    Each of the three terms is a dot product of `dims` products: error at most gamma * (sum of
+    |products|) with gamma = dims * u / (1 - dims * u); by Cauchy-Schwarz the sum is at most
+    (||q|| + ||b||)^2, plus a few roundings of the final sums.
+    """
+    gamma = dims * unit / (1 - dims * unit)
+    qnorm = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
+    return (gamma + 4 * unit) * (qnorm + max_norm) ** 2 * 1.01
 
 
 def nearest_distance(queries: np.ndarray, database: np.ndarray, k: int = 1) -> np.ndarray:
