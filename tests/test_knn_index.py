@@ -91,21 +91,25 @@ def _clusters(n: int, d: int = 32, seed: int = 4) -> np.ndarray:
 
 
 def test_approximate_search_is_tuned_to_the_recall_and_recorded():
+    """HNSW with efSearch raised until the sampled recall is reached; the same inputs give the same graph."""
     db, q = _clusters(6000), _clusters(300, seed=5)
     with search_context("approx") as ctx:
         d, i = NeighbourIndex(db).search(q, 5)
     (record,) = ctx.records
-    assert record["mode"] == "approx" and record["index"] == "faiss-ivf-flat" and record["nlist"] >= 8
+    assert record["mode"] == "approx" and record["index"] == "faiss-hnsw-flat" and record["efSearch"] >= 32
     assert record["recall"] >= knn.RECALL_WARN and record["recall_sample"] == 200
     exact_d, exact_i = NeighbourIndex(db, mode="exact").search(q, 5)
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(i, exact_i)]) >= 0.98
     found = np.array([set(a) == set(b) for a, b in zip(i, exact_i)])
     np.testing.assert_allclose(d[found], exact_d[found], rtol=1e-12)  # returned distances are exact
+    again = NeighbourIndex(db, mode="approx").search(q, 5)
+    np.testing.assert_array_equal(again[1], i)
 
 
 def test_low_recall_warns(monkeypatch):
-    monkeypatch.setattr(knn, "RECALL_WARN", 1.01)  # unreachable: nprobe goes up to every list, then warns
-    with pytest.warns(UserWarning, match=r"recall@1 1.000 < 1.01 on 200 sampled queries"):
+    monkeypatch.setattr(knn, "RECALL_WARN", 1.01)  # unreachable: efSearch goes up to its cap, then warns
+    monkeypatch.setattr(knn.ApproxIndex, "MAX_EF", 128)
+    with pytest.warns(UserWarning, match=r"recall@1 [01]\.\d+ < 1.01 on 200 sampled queries"):
         NeighbourIndex(_clusters(3000), mode="approx").search(_clusters(400, seed=6), 1)
 
 

@@ -172,3 +172,21 @@ def test_unreadable_error_is_a_data_error(tmp_path):
     (tmp_path / "g_2.png").write_bytes(b"not a png")
     with pytest.raises(UnreadableInputError, match="g_2.png: not a readable image"):
         lazy.read([1])
+
+
+def test_ray_engine_without_ray_is_one_line(tiny_challenge, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(Exception, match=r"--engine ray needs Ray Data \(pip install 'synthleak\[ray\]'\)"):
+        run_method("nearest", discover(tiny_challenge), MethodConfig(cache_dir=str(tmp_path), engine="ray"))
+    with pytest.raises(Exception, match="--engine 'spark': choose from local, ray"):
+        run_method("nearest", discover(tiny_challenge), MethodConfig(cache_dir="none", engine="spark"))
+
+
+def test_run_json_records_the_neighbour_search(tiny_challenge, tmp_path):
+    out = tmp_path / "run.csv"
+    assert main(["audit", str(tiny_challenge), "--method", "nearest", "--out", str(out), "--quiet",
+                 "--cache-dir", "none", "--bootstrap", "20", "--search", "exact"]) == 0
+    (search,) = json.loads(out.with_suffix(".json").read_text())["neighbour_search"]
+    assert search["mode"] == "exact" and search["index"] == "exact-blas" and search["rows"] == 36

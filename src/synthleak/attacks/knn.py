@@ -11,9 +11,10 @@ ties go to the lower database row, and no float64 copy of the database is made: 
 of the database at a time. A memory-mapped database (the feature store) is read block by block from
 its file, so a search does not keep the matrix resident either.
 
-Approximate search (`mode="approx"`, or `"auto"` from APPROX_MIN_ROWS database rows on) uses FAISS
-IVF-Flat, see `ApproxIndex` for the choice; its recall against exact search is measured on a sample
-of the queries every time it is used, recorded, and warned about below RECALL_WARN.
+Approximate search (`mode="approx"`, or `"auto"` with at least APPROX_MIN_ROWS database rows and
+APPROX_MIN_QUERIES queries) uses FAISS HNSW, see `ApproxIndex` for the choice and the measurements;
+its recall against exact search is measured on a sample of the queries every time it is used,
+recorded, and warned about below RECALL_WARN.
 
 `search_context(mode)` sets the mode for every index built inside it (the audit sets it per method
 from `--search`) and collects what each search did (`SearchContext.records`), for the run's JSON.
@@ -34,8 +35,8 @@ from ..errors import SynthleakError
 
 SEARCH_MODES = ("auto", "exact", "approx")
 #: `auto` searches approximately from this many database rows and queries on (see ApproxIndex)
-APPROX_MIN_ROWS = 200_000
-APPROX_MIN_QUERIES = 5_000
+APPROX_MIN_ROWS = 100_000
+APPROX_MIN_QUERIES = 20_000
 #: below this many rows even `approx` searches exactly (an index would hold a handful of lists)
 APPROX_FLOOR_ROWS = 1_000
 #: recall of the approximate index (on a sample, against exact search) below which the audit warns
@@ -279,25 +280,24 @@ class NeighbourIndex:
 
     # --- approximate -----------------------------------------------------------------------------
     def _search_approx(self, queries: np.ndarray, k: int, record: dict) -> tuple[np.ndarray, np.ndarray]:
-        """IVF search with nprobe doubled until recall@k on a tuning sample reaches RECALL_WARN; the
+        """HNSW search with efSearch doubled until recall@k on a tuning sample reaches RECALL_WARN; the
         recall reported is measured on a second, disjoint sample of queries (when there are enough)."""
         if self._approx is None:
             self._approx = ApproxIndex(self)
         approx = self._approx
-        rng = np.random.default_rng(0)
-        order = rng.permutation(len(queries))
+        order = np.random.default_rng(0).permutation(len(queries))
         tune = np.sort(order[:RECALL_SAMPLE // 2])
         check = np.sort(order[RECALL_SAMPLE // 2:RECALL_SAMPLE // 2 + RECALL_SAMPLE])
         if len(check) < RECALL_SAMPLE // 2:  # few queries: check on all of them
             check = np.arange(len(queries))
-        truth = self._exact(queries[np.r_[tune, check]], k)
-        truth_tune = tuple(t[:len(tune)] for t in truth)
-        nprobe = approx.start_nprobe
-        while nprobe < approx.nlist and _recall(approx.search(queries[tune], k, nprobe), truth_tune) < RECALL_WARN:
-            nprobe = min(2 * nprobe, approx.nlist)
-        d2, idx = approx.search(queries, k, nprobe)
-        record.update(approx.describe(), nprobe=nprobe)
-        record["recall"] = _recall((d2[check], idx[check]), tuple(t[len(tune):] for t in truth))
+        truth_d2, truth_i = self._exact(queries[np.r_[tune, check]], k)
+        ef = approx.first_ef(k)
+        while ef < approx.MAX_EF and _recall(approx.search(queries[tune], k, ef),
+                                             (truth_d2[:len(tune)], truth_i[:len(tune)])) < RECALL_WARN:
+            ef = min(2 * ef, approx.MAX_EF)
+        d2, idx = approx.search(queries, k, ef)
+        record.update(approx.describe(), efSearch=ef)
+        record["recall"] = _recall((d2[check], idx[check]), (truth_d2[len(tune):], truth_i[len(tune):]))
         record["recall_sample"] = len(check)
         if record["recall"] < RECALL_WARN:
             warnings.warn(f"approximate neighbour search over {len(self.database)} vectors: recall@{k} "
@@ -307,51 +307,59 @@ class NeighbourIndex:
 
 
 class ApproxIndex:
-    """FAISS IVF-Flat over a NeighbourIndex's database; returned neighbours are re-ranked exactly.
+    """FAISS HNSW (flat storage) over a NeighbourIndex's database; returned neighbours are re-ranked exactly.
 
-    Why IVF-Flat, with nlist ~ sqrt(rows) (benchmarks/results/knn-index-50k.md: 50,000 x 4,096-d pixel
-    features, 700 queries): exact search there takes ~5 s; IVF-Flat with nlist ~ sqrt(n) builds in a
-    few seconds and reaches recall@1 >= 0.99 and recall@50 >= 0.99 at a small share of the lists;
-    with nlist ~ 4 sqrt(n) its k-means alone took 63 s. HNSW (M 32) had the best recall per query
-    second but an 83 s build, and FAISS builds its graph with threads racing for locks, so two runs
-    need not give the same graph (this project requires the same outputs for the same inputs); IVF's
-    k-means is seeded and its list assignment exact. IVF-PQ (64 bytes a vector) saves memory but
-    needed a deep exact re-rank for recall@50 and the slowest build (158 s). IVF-Flat holds a copy of
-    the vectors (the size of the feature store) for as long as the index lives.
+    The choice, measured in benchmarks/results/knn-index-50k.md (50,000 x 4,096-d pixel features,
+    700 queries, one thread): exact search took 4.8 s for k = 1 and 5.6-6.0 s for k = 50. HNSW (M 32,
+    efConstruction 40) reached recall@1 1.000 and recall@50 0.999 at efSearch 64 in 1.3 s, the best
+    recall per query second, after an 83 s build. IVF-Flat with nlist 1,024 needed nprobe 32 for
+    recall@50 0.988 (3.0 s) after a 63 s k-means; with nlist 256 (9 s build) it was slower than exact
+    search at any nprobe reaching recall 0.99 (FAISS scans lists one query at a time, exact search is
+    one GEMM). IVF-PQ (23 MiB instead of ~790) needed an exact re-rank of 512 candidates for recall@50
+    0.988, which made it slower than exact search, after the slowest build (158 s).
 
-    Every build touches each vector with nlist distance computations, about what exact search costs
-    for nlist queries: an audit with a few thousand real images is usually faster exact, which is why
-    `auto` needs many queries as well as many rows (see APPROX_MIN_ROWS, APPROX_MIN_QUERIES).
+    FAISS builds an HNSW graph with threads that race for locks, so a threaded build need not give the
+    same graph twice; this project promises the same outputs for the same inputs, so the graph is
+    built on one thread (deterministic; its level draws use FAISS's fixed seed). Searches use every
+    thread. HNSW holds a copy of the vectors plus the graph (~ the feature store's size) while it lives.
+
+    Any such build costs about what exact search costs for ~12,000 queries (83 s vs 4.8 s per 700), so
+    an audit with a few thousand real images is faster exact at every size: `auto` needs many
+    queries as well as many rows (APPROX_MIN_ROWS, APPROX_MIN_QUERIES).
     """
 
-    def __init__(self, parent: NeighbourIndex, seed: int = 0):
+    M = 32
+    EF_CONSTRUCTION = 40
+    MAX_EF = 4096
+
+    def __init__(self, parent: NeighbourIndex):
         import faiss
 
         self.parent = parent
-        n, d = parent.database.shape
-        # at least 39 training points per list (FAISS's own minimum), at most 64 used per list
-        self.nlist = int(min(max(8, 2 ** round(np.log2(np.sqrt(n)))), max(1, n // 39)))
-        self.start_nprobe = max(1, self.nlist // 64)
         start = time.perf_counter()
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, min(n, 64 * self.nlist), replace=False))
-        self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, self.nlist)
-        self.index.cp.seed = seed
-        self.index.cp.niter = 20
-        self.index.train(parent.rows(sample))
-        for _, block in parent._blocks():
-            self.index.add(np.ascontiguousarray(block))
+        self.index = faiss.IndexHNSWFlat(parent.database.shape[1], self.M)
+        self.index.hnsw.efConstruction = self.EF_CONSTRUCTION
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # a deterministic graph (see the class docstring)
+        try:
+            for _, block in parent._blocks():
+                self.index.add(np.ascontiguousarray(block))
+        finally:
+            faiss.omp_set_num_threads(threads)
         self.build_seconds = time.perf_counter() - start
 
-    def describe(self) -> dict:
-        return {"index": "faiss-ivf-flat", "nlist": self.nlist, "build_seconds": round(self.build_seconds, 2)}
+    def first_ef(self, k: int) -> int:
+        return max(32, 2 * (k + CANDIDATE_MARGIN))
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """(exact squared distances, rows) of the best k of the k + CANDIDATE_MARGIN rows IVF returns."""
-        self.index.nprobe = nprobe
-        n = len(self.parent.database)
-        _, cand = self.index.search(queries, min(n, k + CANDIDATE_MARGIN))
-        short = np.flatnonzero((cand < 0).any(1))  # the probed lists held fewer rows than asked for
+    def describe(self) -> dict:
+        return {"index": "faiss-hnsw-flat", "M": self.M, "efConstruction": self.EF_CONSTRUCTION,
+                "build_seconds": round(self.build_seconds, 2)}
+
+    def search(self, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """(exact squared distances, rows) of the best k of the k + CANDIDATE_MARGIN rows HNSW returns."""
+        self.index.hnsw.efSearch = ef
+        _, cand = self.index.search(queries, min(len(self.parent.database), k + CANDIDATE_MARGIN))
+        short = np.flatnonzero((cand < 0).any(1))  # the graph walk found fewer rows than asked for
         d2, idx = self.parent._rerank(queries, np.maximum(cand, 0), k)  # short rows are replaced below
         if len(short):
             d2[short], idx[short] = self.parent._exact(queries[short], k)

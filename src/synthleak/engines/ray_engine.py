@@ -2,7 +2,7 @@
 
 For users whose synthetic set outgrows one machine: Ray Data reads the image files
 (`ray.data.read_binary_files`, so the files must be visible to every node, e.g. on shared
-storage), a pool of decoding actors turns each file into its images exactly as the local engine
+storage), tasks fused with the reads turn each file into its images exactly as the local engine
 does (`data.images.decode_file`: same validation, conversion, CT window and resizing), and a pool of
 extractor actors runs the fitted extractor's `transform` with `map_batches`, on a GPU each when the
 cluster has GPUs. The driver receives (row, features) batches and writes them into the same feature
@@ -15,6 +15,7 @@ A file that cannot be read stops the run with the same one-line error as the loc
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from ..config import MethodConfig
 from ..data.images import ImageSet, decode_file
 from ..data.stream import DEFAULT_CHUNK, LazyImageSet
-from ..errors import SynthleakError, UnreadableInputError
+from ..errors import DataError, SynthleakError, UnreadableInputError
 from ..features.base import FeatureExtractor
 
 INSTALL_HINT = "pip install 'synthleak[ray]'"
@@ -60,31 +61,35 @@ def _file_table(images: LazyImageSet, start: int) -> dict[str, tuple[np.ndarray,
     return {p: (np.array(r, np.int64), np.array(f, np.int64), d) for p, (r, f, d) in table.items()}
 
 
-class DecodeFiles:
-    """Ray Data actor: file bytes -> rows {row, pixels} (one row per image; several for a multi-frame file)."""
+_tables: dict[str, dict] = {}  # per worker process: the file table, fetched once per run
 
-    def __init__(self, table_ref, size: int, window):
-        import ray
 
-        self.table = ray.get(table_ref)
-        self.size, self.window = size, window
+def decode_files(batch: dict[str, np.ndarray], table_ref, size: int, window) -> dict[str, np.ndarray]:
+    """Ray Data task: file bytes -> rows {row, pixels} (one row per image; several for a multi-frame file).
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows, pixels = [], []
-        for path, data in zip(batch["path"], batch["bytes"]):
-            key = os.path.abspath(str(path))
-            want_rows, frames_wanted, dicom = self.table[key]
-            try:
-                frames, _, _ = decode_file(Path(key), dicom, self.size, self.window, None, bytes(data))
-            except SynthleakError as exc:
-                raise UnreadableInputError(str(exc)) from None
-            if len(frames) <= int(frames_wanted.max()):
-                raise UnreadableInputError(f"{key}: DICOM pixel data has {len(frames)} frames, its header "
-                                           f"{int(frames_wanted.max()) + 1}")
-            rows.extend(want_rows.tolist())
-            pixels.extend(frames[f] for f in frames_wanted)
-        return {"row": np.asarray(rows, np.int64),
-                "pixels": np.stack(pixels) if pixels else np.zeros((0, self.size, self.size), np.uint8)}
+    A task, not an actor, so that Ray fuses it with the read and frees its CPU between files."""
+    import ray
+
+    key = table_ref.hex()
+    if key not in _tables:
+        _tables.clear()
+        _tables[key] = ray.get(table_ref)
+    table = _tables[key]
+    rows, pixels = [], []
+    for path, data in zip(batch["path"], batch["bytes"]):
+        name = os.path.abspath(str(path))
+        want_rows, frames_wanted, dicom = table[name]
+        try:
+            frames, _, _ = decode_file(Path(name), dicom, size, window, None, bytes(data))
+        except SynthleakError as exc:
+            raise UnreadableInputError(str(exc)) from None
+        if len(frames) <= int(frames_wanted.max()):
+            raise UnreadableInputError(f"{name}: DICOM pixel data has {len(frames)} frames, its header "
+                                       f"{int(frames_wanted.max()) + 1}")
+        rows.extend(want_rows.tolist())
+        pixels.extend(frames[f] for f in frames_wanted)
+    return {"row": np.asarray(rows, np.int64),
+            "pixels": np.stack(pixels) if pixels else np.zeros((0, size, size), np.uint8)}
 
 
 class EmbedImages:
@@ -109,7 +114,8 @@ class EmbedImages:
 
 
 def _user_error(exc: BaseException) -> SynthleakError | None:
-    """The synthleak error a Ray task raised, found in the chain of Ray's wrapping exceptions."""
+    """The synthleak error a Ray task raised: in the chain of Ray's wrapping exceptions, or (Ray Data
+    keeps only the text of a failed UDF's exception) in the remote traceback's last line about it."""
     seen: set[int] = set()
     todo = [exc]
     while todo:
@@ -120,6 +126,11 @@ def _user_error(exc: BaseException) -> SynthleakError | None:
         if isinstance(e, SynthleakError):
             return e
         todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    found = re.findall(r"synthleak\.errors\.(UnreadableInputError|DataError|SynthleakError): ([^\n]+)", str(exc))
+    if found:
+        kind, message = found[-1]
+        return {"UnreadableInputError": UnreadableInputError, "DataError": DataError}.get(kind, SynthleakError)(
+            message.strip())
     return None
 
 
@@ -129,14 +140,16 @@ def ray_feature_batches(extractor: FeatureExtractor, images: LazyImageSet, cfg: 
     ray = _ray()
     _connect(ray, cfg)
     table = _file_table(images, start)
-    gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.read_binary_files(list(table), include_paths=True)
-    ds = ds.map_batches(DecodeFiles, fn_constructor_args=(ray.put(table), images.size, images.window),
-                        batch_size=64, concurrency=(1, cpus), batch_format="numpy")
+    ds = ds.map_batches(decode_files, fn_kwargs={"table_ref": ray.put(table), "size": images.size,
+                                                 "window": images.window}, batch_size=64, batch_format="numpy")
+    # extractor actors: one per GPU when the cluster has GPUs, else up to half the CPUs (the other
+    # half reads and decodes; actors holding every CPU would starve the reading tasks)
     ds = ds.map_batches(EmbedImages, fn_constructor_args=(extractor,), batch_size=DEFAULT_CHUNK,
-                        batch_format="numpy", num_gpus=1 if gpus >= 1 else 0,
-                        concurrency=(1, int(gpus)) if gpus >= 1 else (1, cpus))
+                        batch_format="numpy", num_gpus=1 if gpus else 0,
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=gpus or max(1, cpus // 2)))
     try:
         for batch in ds.iter_batches(batch_size=DEFAULT_CHUNK, batch_format="numpy"):
             yield np.asarray(batch["row"], np.int64), np.asarray(batch["features"], np.float32)
