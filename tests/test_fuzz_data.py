@@ -88,6 +88,7 @@ def load_one(name: str, data: bytes):
 
 
 def check_image_set(s, n: int | None = None) -> None:
+    s = s.materialise()  # synthetic images are read from their files on demand (data/stream.py)
     assert s.pixels.dtype == np.uint8 and s.pixels.shape[1:] == (256, 256)
     assert len(s.ids) == len(s.names) == len(s.hashes) == len(s.pixels) >= 1
     if n is not None:
@@ -335,11 +336,11 @@ def test_discover_layout_shapes(split, states, test_generated, need_unknown):
         except DataError as exc:
             check_error(exc)
             return
-    loaded = {k: getattr(d, k if k != "test_generated" else "test_generated") for k in states}
-    for key, state in states.items():
-        assert (loaded[key] is not None) == (state == "images"), (key, state)
-        if loaded[key] is not None:
-            check_image_set(loaded[key], 2)
+        loaded = {k: getattr(d, k if k != "test_generated" else "test_generated") for k in states}
+        for key, state in states.items():
+            assert (loaded[key] is not None) == (state == "images"), (key, state)
+            if loaded[key] is not None:
+                check_image_set(loaded[key], 2)  # inside the folder's lifetime: synthetic images are read lazily
 
 
 # --- run, scores, labels and groups files --------------------------------------------------------------

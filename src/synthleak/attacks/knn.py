@@ -45,8 +45,11 @@ RECALL_WARN = 0.99
 RECALL_SAMPLE = 200
 #: float32 candidates kept per query beyond k, re-ranked exactly
 CANDIDATE_MARGIN = 16
-#: bytes of database (float32) and of float64 re-ranking work handled at once
-BLOCK_BYTES = 32 << 20
+#: bytes of database (float32) and of float64 re-ranking work handled at once (larger blocks keep
+#: the GEMM efficient: 32 MiB blocks made a 700 x 7,000 x 4,096 search 35% slower than one block)
+BLOCK_BYTES = 128 << 20
+#: queries searched in one pass over the database (bounds the [queries, block rows] distance tile)
+QUERY_CHUNK = 4096
 _U32 = float(np.finfo(np.float32).eps) / 2
 _U64 = float(np.finfo(np.float64).eps) / 2
 
@@ -138,8 +141,8 @@ class NeighbourIndex:
             d, i = self._search_approx(queries, k, record)
         else:
             record["index"] = "exact-faiss" if self.backend == "faiss" else "exact-blas"
-            d2, i = self._exact(queries, k)
-            d = np.sqrt(d2)
+            parts = [self._exact(queries[s:s + QUERY_CHUNK], k) for s in range(0, len(queries), QUERY_CHUNK)]
+            d, i = np.sqrt(np.concatenate([p[0] for p in parts])), np.concatenate([p[1] for p in parts])
         record["seconds"] = round(time.perf_counter() - start, 3)
         ctx = _context.get()
         if ctx is not None:
@@ -196,7 +199,8 @@ class NeighbourIndex:
         # Only candidates within twice the bound of the k-th float32 value can be among the k nearest:
         # re-rank those (usually just k), not all kc.
         within = approx_d2 <= approx_d2[:, k - 1:k] + 2 * bound[:, None]
-        d2, idx = self._rerank(queries, cand[:, :max(k, int(within.sum(1).max()))], k)
+        width = max(k, int(within.sum(1).max()))
+        d2, idx = self._rerank(queries, cand[:, :width], k, within[:, :width])
         if kc == n:
             return d2, idx
         # an excluded row has float32 value >= the last candidate's, so its exact distance is at least
@@ -238,14 +242,18 @@ class NeighbourIndex:
                 best_d, best_i = np.take_along_axis(best_d, keep, 1), np.take_along_axis(best_i, keep, 1)
         return best_d.astype(np.float64), best_i, max_norm
 
-    def _rerank(self, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact float64 squared distances of the candidates; the k best by (distance, row)."""
-        m, kc = cand.shape
-        d2 = np.empty((m, kc))
-        step = max(1, BLOCK_BYTES // max(1, 8 * kc * queries.shape[1]))
-        for s in range(0, m, step):
-            diff = self.rows(cand[s:s + step]).astype(np.float64) - queries[s:s + step, None, :].astype(np.float64)
-            d2[s:s + step] = np.einsum("ijk,ijk->ij", diff, diff)
+    def _rerank(self, queries: np.ndarray, cand: np.ndarray, k: int, use: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact float64 squared distances of the candidates (those marked in `use`, which must include
+        each query's k best; the others rank last); the k best by (distance, row)."""
+        qi, ci = np.nonzero(np.ones(cand.shape, bool) if use is None else use)
+        d2 = np.full(cand.shape, np.inf)
+        step = max(1, BLOCK_BYTES // (8 * queries.shape[1]))
+        for s in range(0, len(qi), step):
+            a, b = qi[s:s + step], ci[s:s + step]
+            diff = self.rows(cand[a, b]).astype(np.float64)
+            diff -= queries[a]
+            d2[a, b] = np.einsum("ij,ij->i", diff, diff)
         order = np.lexsort((cand, d2), axis=1)[:, :k]
         return np.take_along_axis(d2, order, 1), np.take_along_axis(cand, order, 1)
 

@@ -26,6 +26,7 @@ materialised subset keep the cache keys they had when every image was in memory.
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, UnreadableInputError
+from ..runtime import Progress
 from .dicom import Window, parse_window
 from .images import (IMAGE_SIZE, ImageEntry, ImageSet, decode_file, list_entries, pixel_hashes,
                      warn_dicom_notes)
@@ -46,6 +48,8 @@ DECODE_VERSION = 1
 DEFAULT_CHUNK = 512
 #: decode threads (PIL releases the GIL while it decodes)
 DEFAULT_WORKERS = 4
+#: seconds between progress lines of long passes
+PROGRESS_EVERY_S = 10.0
 
 Decoded = tuple[list[np.ndarray], str | None, int]
 
@@ -125,6 +129,32 @@ class LazyImageSet:
             h.update(x.encode())
         return h.hexdigest()[:24]
 
+    def identity_key(self) -> str:
+        """A key from the files' names, sizes and modification times, without reading them.
+
+        For stores that live only as long as this process (caching off): nothing is reused across
+        audits then, so reading every file to hash it would buy nothing."""
+        h = hashlib.sha256()
+        dicom_window = str(self.window) if any(e.dicom for e in self.entries) else None
+        h.update(repr(("identity", DECODE_VERSION, self.size, dicom_window)).encode())
+        stats: dict[Path, tuple[int, int]] = {}
+        for e in self.entries:
+            if e.path not in stats:
+                try:
+                    st = e.path.stat()
+                except OSError as exc:
+                    raise UnreadableInputError(f"{e.path}: cannot read file ({exc.strerror or exc})") from None
+                stats[e.path] = (st.st_size, st.st_mtime_ns)
+            h.update(repr((str(e.path), e.frame, stats[e.path])).encode())
+        return h.hexdigest()[:24]
+
+    def _chunk_hashes(self) -> list[str]:
+        """Hashes handed to chunks: the content hashes when computed already, else file and frame
+        (chunks go to extractors' transform, which never caches by them)."""
+        if all(e.path in self._file_hashes for e in self.entries):
+            return self.hashes
+        return [f"{e.path}#{e.frame}" for e in self.entries]
+
     def _hash_files(self) -> None:
         todo = list(dict.fromkeys(e.path for e in self.entries if e.path not in self._file_hashes))
         if not todo:
@@ -152,6 +182,11 @@ class LazyImageSet:
                             folders.pop() if len(folders) == 1 else None, first.workers, hashes, notes)
 
     # --- pixels ----------------------------------------------------------------------------------
+    @property
+    def pixels(self) -> np.ndarray:
+        raise AttributeError("synthetic images are read from their files on demand: use iter_chunks(), read(indices) "
+                             "or materialise() (all of them in memory) instead of .pixels")
+
     def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK, start: int = 0) -> Iterator[tuple[int, ImageSet]]:
         """(first row, ImageSet of up to chunk_size consecutive images) from row `start` on.
 
@@ -160,7 +195,7 @@ class LazyImageSet:
         """
         n = len(self)
         bounds = [(s, min(s + chunk_size, n)) for s in range(start, n, max(1, chunk_size))]
-        hashes = self.hashes
+        hashes = self._chunk_hashes()
         pool = ThreadPoolExecutor(max_workers=self.workers)
         ahead: deque[tuple[int, int, dict[Path, Future]]] = deque()
         last: dict[Path, Decoded] = {}  # a multi-frame file spanning two chunks is decoded once
@@ -191,12 +226,17 @@ class LazyImageSet:
             out[row] = self._frame(entry, decoded[entry.path])
         return out
 
-    def materialise(self, indices=None) -> ImageSet:
+    def materialise(self, indices=None, quiet: bool = True) -> ImageSet:
         """The images (all, or `indices`) decoded into an in-memory ImageSet, keyed by pixel hashes."""
         part = self if indices is None else self.subset(indices)
         pixels = np.empty((len(part), self.size, self.size), dtype=np.uint8)
+        progress = Progress(f"decoding {len(part)} synthetic images", len(part), quiet=quiet)
+        last = time.perf_counter()
         for s, chunk in part.iter_chunks():
             pixels[s:s + len(chunk)] = chunk.pixels
+            if time.perf_counter() - last >= PROGRESS_EVERY_S or s + len(chunk) == len(part):
+                progress.update(s + len(chunk), "images")
+                last = time.perf_counter()
         return ImageSet(ids=part.ids, names=part.names, pixels=pixels, hashes=pixel_hashes(pixels),
                         folder=self.folder, resized=part.resized, converted=part.converted, patients=part.patients)
 
@@ -238,6 +278,8 @@ class LazyImageSet:
 
     def _frame(self, entry: ImageEntry, decoded: Decoded) -> np.ndarray:
         frames = decoded[0]
+        if not entry.dicom:
+            return frames[0]
         expected = self._frames_per_file[entry.path] if entry.name != entry.path.name else 1
         if len(frames) < max(expected, entry.frame + 1):
             raise UnreadableInputError(f"{entry.path}: DICOM pixel data has {len(frames)} frames, its header "

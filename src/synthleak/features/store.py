@@ -12,7 +12,8 @@ The store is built under `<key>.npy.partial` with a progress file beside it: an 
 resumes from its last checkpoint (local engine), and only a complete store is ever renamed to
 `<key>.npy`. A lock file keeps two processes from building one store at the same time.
 With `--cache-dir none` the store lives in a temporary folder removed when the process exits (it
-still serves every method of the one audit).
+still serves every method of the one audit); it is then keyed by the files' names, sizes and
+modification times instead of their content, since no later audit can reuse it.
 """
 from __future__ import annotations
 
@@ -29,14 +30,13 @@ import numpy as np
 from ..cache import cache_root, make_key
 from ..config import MethodConfig
 from ..data.images import ImageSet
-from ..data.stream import DEFAULT_CHUNK, ImageSource, LazyImageSet
+from ..data.stream import DEFAULT_CHUNK, PROGRESS_EVERY_S, ImageSource, LazyImageSet
 from ..errors import SynthleakError
 from ..runtime import Progress, format_seconds, log
 from .base import FeatureExtractor
 
 ENGINES = ("local", "ray")
-#: seconds between progress lines, and between checkpoints of a store being built
-PROGRESS_EVERY_S = 10.0
+#: seconds between checkpoints of a store being built
 CHECKPOINT_EVERY_S = 30.0
 
 _session_dir: tempfile.TemporaryDirectory | None = None
@@ -63,7 +63,9 @@ def image_features(extractor: FeatureExtractor, images: ImageSource, cfg: Method
         return extractor.extract(images)
     if cfg.engine not in ENGINES:
         raise SynthleakError(f"--engine {cfg.engine!r}: choose from {', '.join(ENGINES)}")
-    key = make_key(extractor.cache_key(), images.content_key())
+    # caching off: the store lives as long as this process, so the files' identity keys it (see identity_key)
+    content = images.content_key() if cache_root(cfg.cache_dir) is not None else images.identity_key()
+    key = make_key(extractor.cache_key(), content)
     path = store_root(cfg.cache_dir) / "features" / extractor.name / f"{key}.npy"
     with _build_lock(path):
         feats = open_store(path, len(images))
@@ -121,6 +123,9 @@ class StoreWriter:
     def write(self, where: int | np.ndarray, feats: np.ndarray) -> None:
         """Write feature rows at row `where` onwards, or at the rows listed in `where` (any order)."""
         feats = np.ascontiguousarray(feats, dtype=np.float32)
+        if np.isscalar(where) and feats.ndim == 2 and feats.shape[1] == self.dim and 0 <= where <= self.n - len(feats):
+            os.pwrite(self.fd, memoryview(feats).cast("B"), self.offset + int(where) * self.dim * 4)
+            return
         rows = np.arange(where, where + len(feats)) if np.isscalar(where) else np.asarray(where, np.int64)
         if feats.ndim != 2 or feats.shape[1] != self.dim or len(rows) != len(feats) or (
                 len(rows) and (rows.min() < 0 or rows.max() >= self.n)):
@@ -131,7 +136,7 @@ class StoreWriter:
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
             if hi > lo:
-                os.pwrite(self.fd, feats[lo:hi].tobytes(), self.offset + int(rows[lo]) * self.dim * 4)
+                os.pwrite(self.fd, memoryview(feats[lo:hi]).cast("B"), self.offset + int(rows[lo]) * self.dim * 4)
 
     def sync(self) -> None:
         os.fsync(self.fd)
