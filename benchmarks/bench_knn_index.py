@@ -87,7 +87,7 @@ def main() -> int:
             (_, i50), s50 = timed(lambda: flat.search(q, 50))
             rows.append((f"IVF-Flat nlist {nlist}", build, index_bytes(flat), nprobe, s1, recall(i1, truth1), s50,
                          recall(i50, truth50)))
-        del flat
+        flat = None  # free the copy of the vectors before the next index
 
     nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
     pq, build = timed(lambda: ivf("pq", nlist)) if "ivf-pq" in wanted else (None, 0.0)
@@ -107,7 +107,7 @@ def main() -> int:
             i50, s50 = timed(lambda: refine(50))
             rows.append((f"IVF-PQ64 nlist {nlist} + exact re-rank of {depth}", build, index_bytes(pq), nprobe, s1,
                          recall(i1, truth1), s50, recall(i50, truth50)))
-    del pq
+    pq = None
 
     if "hnsw" in wanted:
         def hnsw():

@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_speed import publish  # noqa: E402
 from scale_data import synthetic_images  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SRC = Path(__file__).resolve().parents[1] / "src"
 DIMS = 64 * 64
 #: the issue's memory budget beyond the float32 feature matrix
@@ -68,15 +68,16 @@ def build_layout(root: Path, reals: Path, n: int) -> int:
     return own + made
 
 
-def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS GB, stderr) of one command under /usr/bin/time."""
+def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS GiB, CPU seconds: user + system) of one command under /usr/bin/time."""
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB=%M", *cmd], env=env, capture_output=True, text=True)
+    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB=%M CPU_S=%U+%S", *cmd], env=env, capture_output=True,
+                          text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    rss = int(re.findall(r"MAXRSS_KB=(\d+)", proc.stderr)[-1]) / 2**20
-    return wall, rss, proc.stderr
+    rss, user, system = re.findall(r"MAXRSS_KB=(\d+) CPU_S=([\d.]+)\+([\d.]+)", proc.stderr)[-1]
+    return wall, int(rss) / 2**20, float(user) + float(system)
 
 
 def scores(path: Path) -> np.ndarray:
@@ -112,26 +113,28 @@ def main() -> int:
                                 ("exact, store built", ["--search", "exact", "--cache-dir", str(tmp / "cache")]),
                                 ("exact, store cached", ["--search", "exact", "--cache-dir", str(tmp / "cache")])):
                 out = tmp / f"{name.split(',')[0]}-{len(runs)}.csv"
-                wall, rss, _ = timed_run([*base, *extra, "--out", str(out)], env)
+                wall, rss, cpu = timed_run([*base, *extra, "--out", str(out)], env)
                 summary = json.loads(out.with_suffix(".json").read_text())
-                runs[name] = (wall, rss, out, summary)
-                print(f"{n_syn} {name}: {wall:.1f}s, {rss:.2f} GB", flush=True)
+                runs[name] = (wall, rss, out, summary, cpu)
+                print(f"{n_syn} {name}: {wall:.1f}s wall, {cpu:.1f}s CPU, {rss:.2f} GiB", flush=True)
             in_memory = None
             if n_syn <= args.in_memory_max:
                 out = tmp / "in-memory.csv"
-                wall, rss, _ = timed_run([sys.executable, "-c", IN_MEMORY, str(tmp / "data"),
-                                          str(reals / "test_labels.csv"), str(out)], env)
-                in_memory = (wall, rss, np.array_equal(scores(out), scores(runs["exact"][2])))
-                print(f"{n_syn} in memory: {wall:.1f}s, {rss:.2f} GB, equal={in_memory[2]}", flush=True)
+                wall, rss, cpu = timed_run([sys.executable, "-c", IN_MEMORY, str(tmp / "data"),
+                                            str(reals / "test_labels.csv"), str(out)], env)
+                in_memory = (wall, rss, np.array_equal(scores(out), scores(runs["exact"][2])), cpu)
+                print(f"{n_syn} in memory: {wall:.1f}s, {cpu:.1f}s CPU, {rss:.2f} GiB, equal={in_memory[2]}",
+                      flush=True)
             shutil.rmtree(tmp / "data")
         exact, approx = runs["exact"][3], runs["approx"][3]
         search = next(s for s in approx["neighbour_search"] if s["mode"] == "approx")
         rows.append({
             "n": n_syn, "feature_gb": feature_gb, "write_s": written,
-            "exact_s": runs["exact"][0], "exact_gb": runs["exact"][1],
-            "approx_s": runs["approx"][0], "approx_gb": runs["approx"][1],
+            "exact_s": runs["exact"][0], "exact_gb": runs["exact"][1], "exact_cpu": runs["exact"][4],
+            "approx_s": runs["approx"][0], "approx_gb": runs["approx"][1], "approx_cpu": runs["approx"][4],
             "built_s": runs["exact, store built"][0], "cached_s": runs["exact, store cached"][0],
-            "cached_gb": runs["exact, store cached"][1],
+            "cached_gb": runs["exact, store cached"][1], "cached_cpu": runs["exact, store cached"][4],
+            "build_s": search.get("build_seconds"), "ef": search.get("efSearch"),
             "auc_exact": exact["test"]["auc"]["value"], "auc_approx": approx["test"]["auc"]["value"],
             "recall": search["recall"], "index": search["index"],
             "in_memory": in_memory,
@@ -142,24 +145,33 @@ def main() -> int:
         f"{os.cpu_count()} CPU cores shared with other work (times vary by 10-20% between runs)",
         f"- synthetic = {reals.name}'s 3,000 generated images + procedural PNGs (benchmarks/scale_data.py); reals: "
         f"{reals.name}'s 200 labelled + 400 test images; test AUC from its test_labels.csv",
-        "- each audit is a fresh process; peak RSS from /usr/bin/time; `--cache-dir none` (store in a temporary "
-        "folder) unless noted; 'store built' / 'store cached': the first and a second audit with a cache folder",
-        f"- budget: peak RSS <= float32 feature matrix + {HEADROOM_GB} GB", "",
-        "| synthetic | features GB | exact s | exact peak GB | within budget | approx s | approx peak GB | "
-        "recall (sample) | test AUC exact / approx | store built s | store cached s (peak GB) | in memory s (peak GB), "
-        "scores equal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "- each audit is a fresh process; peak RSS and CPU time (user + system) from /usr/bin/time; `--cache-dir "
+        "none` (store in a temporary folder) unless noted; 'store cached': a second audit with a cache folder "
+        "whose store a first one built (not decoding any synthetic image)",
+        f"- load average during the run: {os.getloadavg()[0]:.1f} (2 cores shared with other workers): wall times "
+        "are inflated and noisy, CPU times much less so",
+        f"- budget: peak RSS <= float32 feature matrix + {HEADROOM_GB} GB (GiB here)", "",
+        "| synthetic | features GiB | exact: wall s / CPU s / peak GiB | within budget | approx: wall s / CPU s / "
+        "peak GiB | HNSW build s, efSearch | recall (sample) | test AUC exact / approx | store cached: wall s / CPU s "
+        "/ peak GiB | in memory: wall s / CPU s / peak GiB, scores equal |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         budget = r["feature_gb"] + HEADROOM_GB
         ok = "yes" if max(r["exact_gb"], r["approx_gb"], r["cached_gb"]) <= budget else "NO"
-        mem = (f"{r['in_memory'][0]:.1f} ({r['in_memory'][1]:.2f}), {'yes' if r['in_memory'][2] else 'NO'}"
-               if r["in_memory"] else "not run (pixels would not fit)")
-        lines.append(f"| {r['n']:,} | {r['feature_gb']:.2f} | {r['exact_s']:.1f} | {r['exact_gb']:.2f} | {ok} "
-                     f"(<= {budget:.2f}) | {r['approx_s']:.1f} | {r['approx_gb']:.2f} | {r['recall']:.4f} | "
-                     f"{r['auc_exact']:.4f} / {r['auc_approx']:.4f} | {r['built_s']:.1f} | {r['cached_s']:.1f} "
-                     f"({r['cached_gb']:.2f}) | {mem} |")
+        mem = (f"{r['in_memory'][0]:.1f} / {r['in_memory'][3]:.1f} / {r['in_memory'][1]:.2f}, "
+               f"{'yes' if r['in_memory'][2] else 'NO'}" if r["in_memory"] else "not run (the pixels alone would "
+               f"take {r['n'] * 65536 / 2**30:.1f} GiB)")
+        lines.append(f"| {r['n']:,} | {r['feature_gb']:.2f} | {r['exact_s']:.1f} / {r['exact_cpu']:.1f} / "
+                     f"{r['exact_gb']:.2f} | {ok} (<= {budget:.2f}) | {r['approx_s']:.1f} / {r['approx_cpu']:.1f} / "
+                     f"{r['approx_gb']:.2f} | {r['build_s']:.0f}, {r['ef']} | {r['recall']:.4f} | "
+                     f"{r['auc_exact']:.4f} / {r['auc_approx']:.4f} | {r['cached_s']:.1f} / {r['cached_cpu']:.1f} / "
+                     f"{r['cached_gb']:.2f} | {mem} |")
     if len(rows) >= 2:
         a, b = rows[-2], rows[-1]
+        cpu_slope = (b["exact_cpu"] - a["exact_cpu"]) / (b["n"] - a["n"])
+        lines += ["", f"CPU time of the exact audit grows by {cpu_slope * 1000:.2f} s per 1,000 synthetic images "
+                      f"between {a['n']:,} and {b['n']:,} (decoding dominates); at 1,000,000 that is about "
+                      f"{(b['exact_cpu'] + cpu_slope * (1_000_000 - b['n'])) / 3600:.1f} CPU hours."]
         slope = (b["exact_s"] - a["exact_s"]) / (b["n"] - a["n"])
         rss_slope = (b["exact_gb"] - a["exact_gb"]) / (b["n"] - a["n"])
         at_1m = b["exact_s"] + slope * (1_000_000 - b["n"])
@@ -168,12 +180,9 @@ def main() -> int:
                       f"{b['n']:,}): {slope * 1000:.2f} s per 1,000 images -> about {at_1m / 60:.0f} minutes; peak "
                       f"RSS slope {rss_slope * 1e6:.2f} GB per million -> about {gb_1m:.1f} GB (the float32 pixel "
                       f"features alone are {1_000_000 * DIMS * 4 / 2**30:.1f} GB on disk)."]
-    notes.append(f"Writing the procedural PNGs took {', '.join(f'{r['write_s']:.0f}s' for r in rows)} "
-                 "(not part of the audit times).")
-    lines += ["", *notes]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    written = ", ".join(f"{r['write_s']:.0f}s" for r in rows)
+    notes.append(f"Writing the procedural PNGs took {written} (not part of the audit times).")
+    publish("scale.md", [*lines, "", *notes])
     return 0
 
 

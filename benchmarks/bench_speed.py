@@ -35,6 +35,13 @@ def write(folder: Path, images: np.ndarray, prefix: str) -> None:
         cv2.imwrite(str(folder / f"{prefix}_{i:05d}.png"), im)
 
 
+def publish(name: str, lines: list[str]) -> None:
+    """Write benchmarks/results/<name> and print it."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def side_by_side(root: Path, tmp: Path, baseline: Path, repeats: int, args) -> list[str]:
     """Alternate runs of the baseline's code and this checkout's on the same data; medians and scores."""
     ours = Path(__file__).resolve().parents[1] / "src"
@@ -97,10 +104,8 @@ def main() -> int:
         write(root / "real_not_used", real[50:100], "real_not_used")
         write(root / "real_unknown", real[100:], "real_unknown")
         if args.baseline_src is not None:
-            lines = side_by_side(root, Path(tmp), args.baseline_src.resolve(), args.repeats, args)
-            RESULTS.mkdir(exist_ok=True)
-            (RESULTS / "speed-side-by-side.md").write_text("\n".join(lines) + "\n")
-            print("\n".join(lines))
+            publish("speed-side-by-side.md", side_by_side(root, Path(tmp), args.baseline_src.resolve(), args.repeats,
+                                                          args))
             return 0
         rows = []
         for method in ("nearest", "nearest-calibrated"):
@@ -115,9 +120,7 @@ def main() -> int:
              "- wall time of the whole CLI call: start-up, PNG decoding, features, neighbour search, CV "
              "decisions, 200 bootstrap resamples, writing outputs", "",
              "| method | wall time |", "|---|---|"] + [f"| {m} | {s:.1f}s |" for m, s in rows]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed-nearest.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish("speed-nearest.md", lines)
     return 0
 
 

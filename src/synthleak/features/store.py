@@ -29,7 +29,6 @@ import numpy as np
 
 from ..cache import cache_root, make_key
 from ..config import MethodConfig
-from ..data.images import ImageSet
 from ..data.stream import DEFAULT_CHUNK, PROGRESS_EVERY_S, ImageSource, LazyImageSet
 from ..errors import SynthleakError
 from ..runtime import Progress, format_seconds, log
