@@ -95,7 +95,7 @@ def test_no_test_label_reaches_scores_or_decisions(tiny_challenge, tmp_path):
         run_audit(tiny_challenge, methods="default,density-ratio+clusters", cfg=MethodConfig(cache_dir="none", quiet=True),
                   labels=table, out=tmp_path / name / "run.csv", n_boot=20)
         outputs.append({p.name: p.read_text() for p in (tmp_path / name).glob("*.csv")})
-    assert outputs[0].keys() == outputs[1].keys() and len(outputs[0]) == 4
+    assert outputs[0].keys() == outputs[1].keys() and len(outputs[0]) == 5  # 2 run, 2 scores, copies
     assert outputs[0] == outputs[1]
 
 

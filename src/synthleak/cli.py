@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run-file ids: file name without extension (default) or with it")
     a.add_argument("--report", help="write an HTML report with visual evidence to this folder")
     a.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    a.add_argument("--alpha", type=float, default=0.05, help="significance level of the dataset-level verdict")
+    a.add_argument("--permutations", type=int, default=2000,
+                   help="random relabellings (of whole patients with --groups) behind the verdict's p-value")
     _add_common(a)
     _add_model_options(a)
 
@@ -174,9 +177,11 @@ def cmd_audit(args) -> int:
     rule = DecisionRule(args.decision, args.target_fpr, args.member_rate)
     report = run_audit(args.data, train=args.train, test=args.test, methods=args.method or DEFAULT_METHOD, cfg=cfg,
                        decision=rule, labels=args.labels, groups=args.groups, groups_from=args.groups_from,
-                       window=args.window, out=args.out,
+                       window=args.window, out=args.out, alpha=args.alpha, permutations=args.permutations,
                        scores_out=args.scores, force=args.force, id_style=args.id_style, n_boot=args.bootstrap)
     d = report.data
+    if report.verdict is not None:
+        print(report.verdict.summary())
     print(f"data: {d.source}")
     print(f"  generated {len(d.generated)}" + (f" + test generated {len(d.test_generated)}" if d.test_generated else "")
           + (f", labelled reals {len(d.real_used)} used / {len(d.real_not_used)} not used" if d.has_labelled else "")
@@ -206,6 +211,14 @@ def cmd_audit(args) -> int:
             print(f"trained [{m.name}]: {what} on {where}")
         for what, where in m.outputs.items():
             print(f"wrote [{m.name}]: {where}")
+    if report.verdict is not None:
+        v = report.verdict
+        print(f"verdict: {v.test}; from the default recipe's label-free scores; labelled AUC {v.auc:.3f}")
+        if args.out:
+            from .pipeline import copies_path
+
+            print(f"wrote copies: {copies_path(Path(args.out))} ({len(v.copies)} synthetic images judged copies "
+                  "of labelled members)")
     for w in report.warnings:
         if report.shift is None or w != report.shift.message():  # the shift warning is printed above
             print(f"warning: {w}")

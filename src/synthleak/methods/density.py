@@ -134,9 +134,12 @@ def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
     # alone swings when a patient contributes about that many neighbouring slices
     low, high = max(1, k_real // 2), k_real + k_real // 2
     reals = np.concatenate([a for a in (lab, test) if a is not None])
+    if len(reals) < 3:
+        raise SynthleakError(f"density-ratio needs at least 3 real images (labelled + test), got {len(reals)}")
     if len(reals) <= high:
-        raise SynthleakError(f"density-ratio needs more than {high} real images (labelled + test) for its "
-                             f"reference scale (or --set k_real=N with a smaller N)")
+        # few reals: the reference ranks shrink with the pool, keeping their share of it
+        high = len(reals) - 1
+        low = max(1, min(low, high // 2))
     d_syn, idx_syn = NeighbourIndex(syn).search(reals, max(k_syn, 3))
     d_real, _ = NeighbourIndex(reals).search(reals, high + 1)  # the first is the image itself
     # a floor keeps exact copies (distance 0) finite: far below any real spacing, so they rank first
