@@ -125,8 +125,9 @@ def test_report_has_metrics_plots_and_evidence(tiny_challenge, tmp_path):
                  str(tiny_challenge / "test_labels.csv"), "--report", str(rep), "--quiet", "--bootstrap", "20",
                  "--cache-dir", "none"]) == 0
     page = (rep / "index.html").read_text()
-    assert "test AUC" in page and "nearest_roc.png" in page and "nearest_evidence_1.png" in page
-    assert (rep / "nearest_evidence_1.png").stat().st_size > 1000
+    assert "test AUC" in page and "nearest_roc.png" in page and "nearest_evidence_1_real.png" in page
+    assert "synthetic #1" in page and "pixel distance" in page  # every evidence tile is captioned
+    assert (rep / "nearest_evidence_1_syn1.png").stat().st_size > 1000
     # a non-empty report folder is not overwritten without --force
     assert main(["audit", str(tiny_challenge), "--out", str(tmp_path / "r2.csv"), "--report", str(rep),
                  "--quiet"]) == 2

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--id-style", choices=("stem", "name"), default="stem",
                    help="run-file ids: file name without extension (default) or with it")
     a.add_argument("--report", help="write an HTML report with visual evidence to this folder")
+    a.add_argument("--report-single-file", action="store_true",
+                   help="inline the report's images (one index.html that can be mailed)")
     a.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
     a.add_argument("--alpha", type=float, default=0.05, help="significance level of the dataset-level verdict")
     a.add_argument("--permutations", type=int, default=2000,
@@ -228,7 +230,7 @@ def cmd_audit(args) -> int:
         from .pipeline import test_labels
 
         path = write_report(report, Path(args.report), force=args.force,
-                            y_test=test_labels(args.labels, report.data))
+                            y_test=test_labels(args.labels, report.data), single_file=args.report_single_file)
         print(f"report: {path}")
     if all(m.error for m in report.methods):
         return 1
