@@ -34,7 +34,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feature-space",
                    help="feature space of the distance and density methods (default: each method's own; "
                         "pixels for most; see `synthleak methods`)")
-    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters"),
+    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters", "non-members"),
                    help="difficulty calibration of the scores with unlabelled real images (default: each "
                         "method's own: none, except the default recipe); 'METHOD+neighbours' in --method does "
                         "the same for one method")
