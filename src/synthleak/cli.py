@@ -34,7 +34,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feature-space",
                    help="feature space of the distance and density methods (default: each method's own; "
                         "pixels for most; see `synthleak methods`)")
-    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters"),
+    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters", "non-members"),
                    help="difficulty calibration of the scores with unlabelled real images (default: each "
                         "method's own: none, except the default recipe); 'METHOD+neighbours' in --method does "
                         "the same for one method")
@@ -99,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--id-style", choices=("stem", "name"), default="stem",
                    help="run-file ids: file name without extension (default) or with it")
     a.add_argument("--report", help="write an HTML report with visual evidence to this folder")
+    a.add_argument("--report-single-file", action="store_true",
+                   help="inline the report's images (one index.html that can be mailed)")
     a.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    a.add_argument("--alpha", type=float, default=0.05, help="significance level of the dataset-level verdict")
+    a.add_argument("--permutations", type=int, default=2000,
+                   help="random relabellings (of whole patients with --groups) behind the verdict's p-value")
     _add_common(a)
     _add_model_options(a)
 
@@ -181,9 +186,11 @@ def cmd_audit(args) -> int:
     rule = DecisionRule(args.decision, args.target_fpr, args.member_rate)
     report = run_audit(args.data, train=args.train, test=args.test, methods=args.method or DEFAULT_METHOD, cfg=cfg,
                        decision=rule, labels=args.labels, groups=args.groups, groups_from=args.groups_from,
-                       window=args.window, out=args.out,
+                       window=args.window, out=args.out, alpha=args.alpha, permutations=args.permutations,
                        scores_out=args.scores, force=args.force, id_style=args.id_style, n_boot=args.bootstrap)
     d = report.data
+    if report.verdict is not None:
+        print(report.verdict.summary())
     print(f"data: {d.source}")
     print(f"  generated {len(d.generated)}" + (f" + test generated {len(d.test_generated)}" if d.test_generated else "")
           + (f", labelled reals {len(d.real_used)} used / {len(d.real_not_used)} not used" if d.has_labelled else "")
@@ -213,6 +220,14 @@ def cmd_audit(args) -> int:
             print(f"trained [{m.name}]: {what} on {where}")
         for what, where in m.outputs.items():
             print(f"wrote [{m.name}]: {where}")
+    if report.verdict is not None:
+        v = report.verdict
+        print(f"verdict: {v.test}; from the default recipe's label-free scores; labelled AUC {v.auc:.3f}")
+        if args.out:
+            from .pipeline import copies_path
+
+            print(f"wrote copies: {copies_path(Path(args.out))} ({len(v.copies)} synthetic images judged copies "
+                  "of labelled members)")
     for w in report.warnings:
         if report.shift is None or w != report.shift.message():  # the shift warning is printed above
             print(f"warning: {w}")
@@ -222,7 +237,7 @@ def cmd_audit(args) -> int:
         from .pipeline import test_labels
 
         path = write_report(report, Path(args.report), force=args.force,
-                            y_test=test_labels(args.labels, report.data))
+                            y_test=test_labels(args.labels, report.data), single_file=args.report_single_file)
         print(f"report: {path}")
     if all(m.error for m in report.methods):
         return 1

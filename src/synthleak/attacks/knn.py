@@ -127,7 +127,10 @@ class NeighbourIndex:
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(distances [m, k] Euclidean float64, indices [m, k]) of the k nearest database rows, nearest first."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if not isinstance(queries, np.memmap):
+            queries = np.ascontiguousarray(queries, dtype=np.float32)
+        # (memory-mapped queries, e.g. the synthetic set queried against a few reals, are converted to
+        # float32 QUERY_CHUNK rows at a time below, never whole)
         if queries.ndim != 2 or queries.shape[1] != self.database.shape[1]:
             raise ValueError(f"queries of shape {queries.shape} do not match the database {self.database.shape}")
         k = min(k, len(self.database))
@@ -141,7 +144,7 @@ class NeighbourIndex:
             d, i = self._search_approx(queries, k, record)
         else:
             record["index"] = "exact-faiss" if self.backend == "faiss" else "exact-blas"
-            parts = [self._exact(queries[s:s + QUERY_CHUNK], k) for s in range(0, len(queries), QUERY_CHUNK)]
+            parts = [self._exact(_chunk(queries, s), k) for s in range(0, len(queries), QUERY_CHUNK)]
             d, i = np.sqrt(np.concatenate([p[0] for p in parts])), np.concatenate([p[1] for p in parts])
         record["seconds"] = round(time.perf_counter() - start, 3)
         ctx = _context.get()
@@ -298,12 +301,14 @@ class NeighbourIndex:
         check = np.sort(order[RECALL_SAMPLE // 2:RECALL_SAMPLE // 2 + RECALL_SAMPLE])
         if len(check) < RECALL_SAMPLE // 2:  # few queries: check on all of them
             check = np.arange(len(queries))
-        truth_d2, truth_i = self._exact(queries[np.r_[tune, check]], k)
+        sample = np.ascontiguousarray(queries[np.r_[tune, check]], dtype=np.float32)
+        truth_d2, truth_i = self._exact(sample, k)
         ef = approx.first_ef(k)
-        while ef < approx.MAX_EF and _recall(approx.search(queries[tune], k, ef),
+        while ef < approx.MAX_EF and _recall(approx.search(sample[:len(tune)], k, ef),
                                              (truth_d2[:len(tune)], truth_i[:len(tune)])) < RECALL_WARN:
             ef = min(2 * ef, approx.MAX_EF)
-        d2, idx = approx.search(queries, k, ef)
+        parts = [approx.search(_chunk(queries, s), k, ef) for s in range(0, len(queries), QUERY_CHUNK)]
+        d2, idx = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         record.update(approx.describe(), efSearch=ef)
         record["recall"] = _recall((d2[check], idx[check]), (truth_d2[len(tune):], truth_i[len(tune):]))
         record["recall_sample"] = len(check)
@@ -382,6 +387,10 @@ def _recall(found: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.nd
     hits = sum(len(set(i.tolist()) & set(t.tolist())) + int(np.sum((dd <= td[-1]) & ~np.isin(i, t)))
                for i, dd, t, td in zip(idx, d2, true_idx, true_d2))
     return round(hits / max(1, len(idx) * k), 4)
+
+
+def _chunk(queries: np.ndarray, start: int) -> np.ndarray:
+    return np.ascontiguousarray(queries[start:start + QUERY_CHUNK], dtype=np.float32)
 
 
 def _smallest(values: np.ndarray, k: int) -> np.ndarray:
