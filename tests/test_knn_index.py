@@ -122,3 +122,19 @@ def test_auto_searches_exactly_unless_rows_and_queries_are_many(monkeypatch):
         NeighbourIndex(db).search(q, 1)
         NeighbourIndex(db[:500]).search(q, 1)  # below the floor: always exact
     assert [r["mode"] for r in ctx.records] == ["exact", "approx", "exact"]
+
+
+def test_memory_mapped_queries_are_searched_in_chunks(tmp_path, monkeypatch):
+    """The synthetic set as queries (e.g. against a few labelled members) is never converted whole."""
+    monkeypatch.setattr(knn, "QUERY_CHUNK", 7)
+    rng = np.random.default_rng(8)
+    q = rng.normal(size=(50, 12)).astype(np.float32)
+    np.save(tmp_path / "q.npy", q)
+    mapped = np.load(tmp_path / "q.npy", mmap_mode="r")
+    db = rng.normal(size=(30, 12))
+    for mode in ("exact", "approx"):
+        monkeypatch.setattr(knn, "APPROX_FLOOR_ROWS", 10)
+        d, i = NeighbourIndex(db, mode=mode).search(mapped, 2)
+        bd, bi = _brute(q, db.astype(np.float32), 2)
+        np.testing.assert_array_equal(i, bi)
+        np.testing.assert_allclose(d, bd, rtol=1e-12)
