@@ -75,6 +75,7 @@ class LazyImageSet:
         self.notes = notes if notes is not None else {}
         self.resized = 0
         self._pass: dict[Path, tuple[str | None, int, int]] = {}  # file -> (converted, frames, resized)
+        self._notes_warned = len(self.notes)
 
     @staticmethod
     def from_folder(folder: Path, window: Window | str | None = None, size: int = IMAGE_SIZE,
@@ -289,11 +290,14 @@ class LazyImageSet:
     def _after_full_pass(self) -> None:
         """Warn once, as load_folder does, about resized images and pydicom's complaints."""
         resized = sum(r for _, _, r in self._pass.values())
+        where = self.folder or Path("synthetic images")
         if resized and not self.resized:
-            where = self.folder or "synthetic images"
             warnings.warn(f"{where}: {resized} of {len(self)} images were not {self.size}x{self.size} and were "
                           "resized", stacklevel=3)
         self.resized = resized
+        if len(self.notes) > self._notes_warned:  # pydicom complained about pixel data while decoding
+            warn_dicom_notes(where, self.notes, len({e.path for e in self.entries if e.dicom}), stacklevel=3)
+            self._notes_warned = len(self.notes)
 
 
 def _file_sha1(path: Path) -> str:
