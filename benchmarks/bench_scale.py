@@ -134,7 +134,7 @@ def main() -> int:
             "approx_s": runs["approx"][0], "approx_gb": runs["approx"][1], "approx_cpu": runs["approx"][4],
             "built_s": runs["exact, store built"][0], "cached_s": runs["exact, store cached"][0],
             "cached_gb": runs["exact, store cached"][1], "cached_cpu": runs["exact, store cached"][4],
-            "build_s": search.get("build_seconds"), "ef": search.get("efSearch"),
+            "build_s": search.get("build_seconds"), "nprobe": f"{search.get('nprobe')}/{search.get('nlist')}",
             "auc_exact": exact["test"]["auc"]["value"], "auc_approx": approx["test"]["auc"]["value"],
             "recall": search["recall"], "index": search["index"],
             "in_memory": in_memory,
@@ -152,7 +152,7 @@ def main() -> int:
         "are inflated and noisy, CPU times much less so",
         f"- budget: peak RSS <= float32 feature matrix + {HEADROOM_GB} GB (GiB here)", "",
         "| synthetic | features GiB | exact: wall s / CPU s / peak GiB | within budget | approx: wall s / CPU s / "
-        "peak GiB | HNSW build s, efSearch | recall (sample) | test AUC exact / approx | store cached: wall s / CPU s "
+        "peak GiB | index build s, nprobe/nlist | recall (sample) | test AUC exact / approx | store cached: wall s / CPU s "
         "/ peak GiB | in memory: wall s / CPU s / peak GiB, scores equal |",
         "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -163,7 +163,7 @@ def main() -> int:
                f"take {r['n'] * 65536 / 2**30:.1f} GiB)")
         lines.append(f"| {r['n']:,} | {r['feature_gb']:.2f} | {r['exact_s']:.1f} / {r['exact_cpu']:.1f} / "
                      f"{r['exact_gb']:.2f} | {ok} (<= {budget:.2f}) | {r['approx_s']:.1f} / {r['approx_cpu']:.1f} / "
-                     f"{r['approx_gb']:.2f} | {r['build_s']:.0f}, {r['ef']} | {r['recall']:.4f} | "
+                     f"{r['approx_gb']:.2f} | {r['build_s']:.0f}, {r['nprobe']} | {r['recall']:.4f} | "
                      f"{r['auc_exact']:.4f} / {r['auc_approx']:.4f} | {r['cached_s']:.1f} / {r['cached_cpu']:.1f} / "
                      f"{r['cached_gb']:.2f} | {mem} |")
     if len(rows) >= 2:

@@ -91,12 +91,12 @@ def _clusters(n: int, d: int = 32, seed: int = 4) -> np.ndarray:
 
 
 def test_approximate_search_is_tuned_to_the_recall_and_recorded():
-    """HNSW with efSearch raised until the sampled recall is reached; the same inputs give the same graph."""
+    """IVF with nprobe raised until the sampled recall is reached; the same inputs give the same index."""
     db, q = _clusters(6000), _clusters(300, seed=5)
     with search_context("approx") as ctx:
         d, i = NeighbourIndex(db).search(q, 5)
     (record,) = ctx.records
-    assert record["mode"] == "approx" and record["index"] == "faiss-hnsw-flat" and record["efSearch"] >= 32
+    assert record["mode"] == "approx" and record["index"] == "faiss-ivf-sq8" and 1 <= record["nprobe"] <= record["nlist"]
     assert record["recall"] >= knn.RECALL_WARN and record["recall_sample"] == 200
     exact_d, exact_i = NeighbourIndex(db, mode="exact").search(q, 5)
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(i, exact_i)]) >= 0.98
@@ -107,8 +107,7 @@ def test_approximate_search_is_tuned_to_the_recall_and_recorded():
 
 
 def test_low_recall_warns(monkeypatch):
-    monkeypatch.setattr(knn, "RECALL_WARN", 1.01)  # unreachable: efSearch goes up to its cap, then warns
-    monkeypatch.setattr(knn.ApproxIndex, "MAX_EF", 128)
+    monkeypatch.setattr(knn, "RECALL_WARN", 1.01)  # unreachable: nprobe goes up to every list, then warns
     with pytest.warns(UserWarning, match=r"recall@1 [01]\.\d+ < 1.01 on 200 sampled queries"):
         NeighbourIndex(_clusters(3000), mode="approx").search(_clusters(400, seed=6), 1)
 

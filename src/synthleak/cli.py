@@ -61,7 +61,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "cluster (ray: RAY_ADDRESS or a local instance; pip install 'synthleak[ray]')")
     g.add_argument("--search", choices=("auto", "exact", "approx"), default="auto",
                    help="nearest-neighbour search: auto (default) is exact unless both the database (>= 100,000) "
-                        "and the queries (>= 20,000) are large, then approximate (FAISS HNSW, recall against exact "
+                        "and the queries (>= 5,000) are large, then approximate (FAISS IVF-SQ8, recall against exact "
                         "search measured on a sample and written to RUN.json); or always exact / approx")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="method-specific option (repeatable)")
 

@@ -12,7 +12,7 @@ of the database at a time. A memory-mapped database (the feature store) is read 
 its file, so a search does not keep the matrix resident either.
 
 Approximate search (`mode="approx"`, or `"auto"` with at least APPROX_MIN_ROWS database rows and
-APPROX_MIN_QUERIES queries) uses FAISS HNSW, see `ApproxIndex` for the choice and the measurements;
+APPROX_MIN_QUERIES queries) uses FAISS IVF-SQ8, see `ApproxIndex` for the choice and the measurements;
 its recall against exact search is measured on a sample of the queries every time it is used,
 recorded, and warned about below RECALL_WARN.
 
@@ -36,7 +36,7 @@ from ..errors import SynthleakError
 SEARCH_MODES = ("auto", "exact", "approx")
 #: `auto` searches approximately from this many database rows and queries on (see ApproxIndex)
 APPROX_MIN_ROWS = 100_000
-APPROX_MIN_QUERIES = 20_000
+APPROX_MIN_QUERIES = 5_000
 #: below this many rows even `approx` searches exactly (an index would hold a handful of lists)
 APPROX_FLOOR_ROWS = 1_000
 #: recall of the approximate index (on a sample, against exact search) below which the audit warns
@@ -291,7 +291,7 @@ class NeighbourIndex:
 
     # --- approximate -----------------------------------------------------------------------------
     def _search_approx(self, queries: np.ndarray, k: int, record: dict) -> tuple[np.ndarray, np.ndarray]:
-        """HNSW search with efSearch doubled until recall@k on a tuning sample reaches RECALL_WARN; the
+        """IVF search with nprobe doubled until recall@k on a tuning sample reaches RECALL_WARN; the
         recall reported is measured on a second, disjoint sample of queries (when there are enough)."""
         if self._approx is None:
             self._approx = ApproxIndex(self)
@@ -303,13 +303,13 @@ class NeighbourIndex:
             check = np.arange(len(queries))
         sample = np.ascontiguousarray(queries[np.r_[tune, check]], dtype=np.float32)
         truth_d2, truth_i = self._exact(sample, k)
-        ef = approx.first_ef(k)
-        while ef < approx.MAX_EF and _recall(approx.search(sample[:len(tune)], k, ef),
-                                             (truth_d2[:len(tune)], truth_i[:len(tune)])) < RECALL_WARN:
-            ef = min(2 * ef, approx.MAX_EF)
-        parts = [approx.search(_chunk(queries, s), k, ef) for s in range(0, len(queries), QUERY_CHUNK)]
+        nprobe = approx.first_nprobe
+        while nprobe < approx.nlist and _recall(approx.search(sample[:len(tune)], k, nprobe),
+                                                (truth_d2[:len(tune)], truth_i[:len(tune)])) < RECALL_WARN:
+            nprobe = min(2 * nprobe, approx.nlist)
+        parts = [approx.search(_chunk(queries, s), k, nprobe) for s in range(0, len(queries), QUERY_CHUNK)]
         d2, idx = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        record.update(approx.describe(), efSearch=ef)
+        record.update(approx.describe(), nprobe=nprobe)
         record["recall"] = _recall((d2[check], idx[check]), (truth_d2[len(tune):], truth_i[len(tune):]))
         record["recall_sample"] = len(check)
         if record["recall"] < RECALL_WARN:
@@ -320,59 +320,56 @@ class NeighbourIndex:
 
 
 class ApproxIndex:
-    """FAISS HNSW (flat storage) over a NeighbourIndex's database; returned neighbours are re-ranked exactly.
+    """FAISS IVF with 8-bit scalar-quantised lists (IVF-SQ8) over a NeighbourIndex's database; the
+    k + CANDIDATE_MARGIN rows it returns are re-ranked exactly from the database.
 
-    The choice, measured in benchmarks/results/knn-index-50k.md (50,000 x 4,096-d pixel features,
-    700 queries, one thread): exact search took 4.8 s for k = 1 and 5.6-6.0 s for k = 50. HNSW (M 32,
-    efConstruction 40) reached recall@1 1.000 and recall@50 0.999 at efSearch 64 in 1.3 s, the best
-    recall per query second, after an 83 s build. IVF-Flat with nlist 1,024 needed nprobe 32 for
-    recall@50 0.988 (3.0 s) after a 63 s k-means; with nlist 256 (9 s build) it was slower than exact
-    search at any nprobe reaching recall 0.99 (FAISS scans lists one query at a time, exact search is
-    one GEMM). IVF-PQ (23 MiB instead of ~790) needed an exact re-rank of 512 candidates for recall@50
-    0.988, which made it slower than exact search, after the slowest build (158 s).
+    The choice (benchmarks/results/knn-index-50k.md; 50,000 x 4,096-d pixel features, 700 queries):
+    - HNSW (M 32, efConstruction 40) had the best recall per query second on procedural images alone,
+      but in the scale benchmark (benchmarks/bench_scale.py: 3,000 generated CT images of a real
+      benchmark among procedural phantoms, its reals as queries) it lost the small cluster of CT
+      images: recall@1 0.99 needed efSearch 4,096 at 50,000 and reached only 0.59 at 200,000, where
+      its single-threaded build also took 5 minutes (FAISS builds HNSW graphs with threads that race
+      for locks, so only a one-thread build gives the same graph twice). A graph walks from one entry
+      point; an inverted file sends each query straight to its nearest cells, wherever they are.
+    - IVF-Flat finds those cells too, but holds a float32 copy of every vector in growing lists (up
+      to ~2x the feature store); IVF-SQ8 holds one byte per dimension (a quarter) and, re-ranked
+      exactly, keeps the recall of IVF-Flat. IVF-PQ (64 bytes a vector) needed a re-rank hundreds of
+      candidates deep for recall@50 0.99, slower than exact search.
+    - nlist ~ sqrt(rows): k-means on 64 points per list (seeded, so the same inputs give the same
+      index) stays cheap; with nlist ~ 4 sqrt(rows) k-means alone took 63 s at 50,000 rows.
 
-    FAISS builds an HNSW graph with threads that race for locks, so a threaded build need not give the
-    same graph twice; this project promises the same outputs for the same inputs, so the graph is
-    built on one thread (deterministic; its level draws use FAISS's fixed seed). Searches use every
-    thread. HNSW holds a copy of the vectors plus the graph (~ the feature store's size) while it lives.
-
-    Any such build costs about what exact search costs for ~12,000 queries (83 s vs 4.8 s per 700), so
-    an audit with a few thousand real images is faster exact at every size: `auto` needs many
-    queries as well as many rows (APPROX_MIN_ROWS, APPROX_MIN_QUERIES).
+    Building touches every vector with nlist distance computations, about what exact search costs
+    for nlist queries, and a few thousand queries are one GEMM pass exactly: `auto` therefore needs
+    many queries as well as many rows (APPROX_MIN_ROWS, APPROX_MIN_QUERIES).
     """
 
-    M = 32
-    EF_CONSTRUCTION = 40
-    MAX_EF = 4096
-
-    def __init__(self, parent: NeighbourIndex):
+    def __init__(self, parent: NeighbourIndex, seed: int = 0):
         import faiss
 
         self.parent = parent
+        n, d = parent.database.shape
+        # at least 39 training points per list (FAISS's own minimum), 64 used per list
+        self.nlist = int(min(max(16, 2 ** round(np.log2(np.sqrt(n)))), max(1, n // 39)))
+        self.first_nprobe = max(1, self.nlist // 64)
         start = time.perf_counter()
-        self.index = faiss.IndexHNSWFlat(parent.database.shape[1], self.M)
-        self.index.hnsw.efConstruction = self.EF_CONSTRUCTION
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)  # a deterministic graph (see the class docstring)
-        try:
-            for _, block in parent._blocks():
-                self.index.add(np.ascontiguousarray(block))
-        finally:
-            faiss.omp_set_num_threads(threads)
+        sample = np.sort(np.random.default_rng(seed).choice(n, min(n, 64 * self.nlist), replace=False))
+        self.index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(d), d, self.nlist,
+                                                   faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
+        self.index.cp.seed = seed
+        self.index.cp.niter = 20
+        self.index.train(parent.rows(sample))
+        for _, block in parent._blocks():
+            self.index.add(np.ascontiguousarray(block))
         self.build_seconds = time.perf_counter() - start
 
-    def first_ef(self, k: int) -> int:
-        return max(32, 2 * (k + CANDIDATE_MARGIN))
-
     def describe(self) -> dict:
-        return {"index": "faiss-hnsw-flat", "M": self.M, "efConstruction": self.EF_CONSTRUCTION,
-                "build_seconds": round(self.build_seconds, 2)}
+        return {"index": "faiss-ivf-sq8", "nlist": self.nlist, "build_seconds": round(self.build_seconds, 2)}
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        """(exact squared distances, rows) of the best k of the k + CANDIDATE_MARGIN rows HNSW returns."""
-        self.index.hnsw.efSearch = ef
+    def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """(exact squared distances, rows) of the best k of the k + CANDIDATE_MARGIN rows IVF returns."""
+        self.index.nprobe = nprobe
         _, cand = self.index.search(queries, min(len(self.parent.database), k + CANDIDATE_MARGIN))
-        short = np.flatnonzero((cand < 0).any(1))  # the graph walk found fewer rows than asked for
+        short = np.flatnonzero((cand < 0).any(1))  # the probed lists held fewer rows than asked for
         d2, idx = self.parent._rerank(queries, np.maximum(cand, 0), k)  # short rows are replaced below
         if len(short):
             d2[short], idx[short] = self.parent._exact(queries[short], k)
