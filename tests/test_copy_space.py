@@ -20,7 +20,8 @@ from synthleak.features.copy import CopyExtractor, CopySettings, load_copy_encod
 from synthleak.models.augment import copy_augment
 from synthleak.models.checkpoint import save_checkpoint
 from synthleak.models.contrastive import CopyEncoder, embed_images, nt_xent
-from synthleak.models.engine import TrainingEngine
+
+from helpers import interrupt_training
 
 
 def _cfg(tmp_path: Path, **kw) -> MethodConfig:
@@ -119,21 +120,11 @@ def test_training_is_cached_and_deterministic(tmp_path):
 def test_training_resumes_after_interruption_to_identical_weights(tmp_path, monkeypatch):
     images = _phantoms(8)
     full, _ = train_copy_encoder(images, _cfg(tmp_path / "a", epochs=3))
-    real_epoch = TrainingEngine._train_epoch
-    calls: list[int] = []
-
-    def crash_on_third(engine):
-        calls.append(engine.epoch)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_epoch(engine)
-
-    monkeypatch.setattr(TrainingEngine, "_train_epoch", crash_on_third)
+    calls = interrupt_training(monkeypatch, at_call=3)
     with pytest.raises(KeyboardInterrupt):
         train_copy_encoder(images, _cfg(tmp_path / "b", epochs=3))
     assert len(list((tmp_path / "b" / "cache" / "models" / "copy-encoder").glob("*.partial"))) == 1
     torch.manual_seed(99)  # whatever ran in between must not matter
-    monkeypatch.setattr(TrainingEngine, "_train_epoch", lambda e: (calls.append(e.epoch), real_epoch(e))[1])
     resumed, _ = train_copy_encoder(images, _cfg(tmp_path / "b", epochs=3))
     assert calls == [0, 1, 2, 2]  # epochs 0 and 1 were not repeated
     assert _same_weights(full, resumed)
@@ -158,6 +149,13 @@ def test_extractor_is_registered_cached_and_loads_weights(tmp_path):
     save_checkpoint(tmp_path / "other.safetensors", ext.model.state_dict(), {"arch": "resnet-ae"})
     with pytest.raises(CheckpointError, match="not a copy-encoder checkpoint"):
         load_copy_encoder(tmp_path / "other.safetensors")
+
+
+def test_default_epochs_show_a_fixed_number_of_pairs():
+    auto = CopySettings.from_config(MethodConfig())
+    assert (auto.image_size, auto.depth, auto.base_filters, auto.batch_size, auto.epochs) == (64, "resnet10", 16, 128, None)
+    assert auto.epochs_for(3000) == 10 and auto.epochs_for(1000) == 30 and auto.epochs_for(7) == 200
+    assert CopySettings.from_config(MethodConfig(epochs=3)).epochs_for(1000) == 3
 
 
 @pytest.mark.parametrize("kw, match", [(dict(image_size=16), "image-size"), (dict(batch_size=1), "batch-size"),
