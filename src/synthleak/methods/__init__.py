@@ -112,7 +112,15 @@ def calibrate_result(result: MethodResult, data: AuditData, cfg: MethodConfig, c
         images = [s for s in ((data.labelled()[0] if result.labelled_scores is not None else None),
                               (data.real_unknown if result.test_scores is not None else None)) if s is not None]
         features = np.concatenate([extractor.extract(s) for s in images])
-    scores = calibration.apply(np.concatenate(parts), features, cfg.seed)
+    if calibration.mode == "non-members":
+        if result.labelled_scores is None:
+            raise SynthleakError("--calibrate non-members needs labelled reals (real_used/ and real_not_used/)")
+        from .base import labelled_folds
+
+        scores = calibration.apply_with_labels(np.concatenate(parts), features, data.labelled()[1],
+                                               labelled_folds(data, cfg))
+    else:
+        scores = calibration.apply(np.concatenate(parts), features, cfg.seed)
     n_lab = len(result.labelled_scores) if result.labelled_scores is not None else 0
     if result.labelled_scores is not None:
         result.labelled_scores = scores[:n_lab]
