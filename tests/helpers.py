@@ -89,6 +89,8 @@ def write_dicom(path: Path, pixels: np.ndarray, *, modality: str | None = "CT", 
         ds.is_little_endian, ds.is_implicit_VR = True, False
         pydicom.dcmwrite(path, ds, write_like_original=False)
     return path
+
+
 def interrupt_training(monkeypatch, at_call: int) -> list[int]:
     """Make the training engine raise KeyboardInterrupt at its `at_call`-th epoch (counting from 1), as
     if the process were killed mid-run. Returns the list of the 0-based epoch of every epoch started
