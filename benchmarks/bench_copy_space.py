@@ -17,8 +17,10 @@ Benchmarks:
 - dev (when present): /work/devbench/* and /work/devbench-dcgan/* (rae-gmm / DCGAN generators).
 
 Features and trained models are cached (--cache-dir), so a rerun costs minutes. `--benches core` (the
-default) runs the first three with all four spaces; `--benches all` adds the dev benchmarks, with the
-spaces of --dev-spaces (effnet-lite0 left out by default: ~14 images/s on 2 busy cores).
+default) runs the first three with all four spaces; `--benches all` adds every dev benchmark, or name
+them (`--benches devbench-dcgan/iqoth-random,...`). Dev benchmarks get the spaces of --dev-spaces
+(pixels, copy): effnet-lite0 (5-14 images/s on 2 busy cores) and radiomics (no copies found and chance
+membership AUC on the core benchmarks) would add ~15 min each.
 
     OMP_NUM_THREADS=2 nice python benchmarks/bench_copy_space.py [--benches core|all|NAME,...] [--timing]
 """
@@ -50,7 +52,7 @@ from synthleak.pipeline import test_labels
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "data"
 SPACES = ("pixels", "radiomics", "effnet-lite0", "copy")
-DEV_SPACES = ("pixels", "radiomics", "copy")
+DEV_SPACES = ("pixels", "copy")
 CORE = ("bench-iqoth", "noisy-copies", "noisy-copies-null")
 DEV_ROOTS = (Path("/work/devbench"), Path("/work/devbench-dcgan"))
 NOISY_SPEC = BenchSpec(member_fraction=0.5, labelled_fraction=0.35, n_generated_train=1000, n_generated_test=500,
