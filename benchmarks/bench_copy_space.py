@@ -188,10 +188,11 @@ def timing_run(args) -> str:
     t1 = time.perf_counter()
     n = len(ext.transform(data.synthetic("all")))
     read_s = time.perf_counter() - t1
-    return (f"Training the default copy encoder ({ext.settings.epochs} epochs, {ext.settings.image_size} px, "
+    epochs = ext.meta["epochs"]
+    return (f"Training the default copy encoder ({epochs} epochs, {ext.settings.image_size} px, "
             f"{ext.settings.depth} widths {ext.settings.base_filters}-{8 * ext.settings.base_filters}, batch "
             f"{ext.settings.batch_size}) on {desc}: **{seconds / 60:.1f} min** wall "
-            f"({len(images) * ext.settings.epochs / seconds:.0f} images/s; load average {load0:.1f} at the start, "
+            f"({len(images) * epochs / seconds:.0f} images/s; load average {load0:.1f} at the start, "
             f"{os.getloadavg()[0]:.1f} at the end; final NT-Xent {ext.meta['final_nt_xent']:.3f}, pair accuracy "
             f"{ext.meta['final_pair_acc']:.3f}). Read-out: {n} images in {read_s:.1f} s.")
 
