@@ -235,7 +235,8 @@ def write_report(path: Path, sections: dict[str, str], timing: str | None) -> No
         merged[TIMING_TITLE] = f"## {TIMING_TITLE}\n\n{timing}\n"
     merged.update(sections)
     reading = merged.pop(READING, None)
-    order = sorted(merged, key=lambda title: title != TIMING_TITLE)  # timing first, then run order
+    rank = {TIMING_TITLE: 0, **{name: 1 + i for i, name in enumerate(CORE)}}
+    order = sorted(merged, key=lambda title: rank.get(title, len(rank)))  # timing, core, then dev in run order
     text = HEADER.format(command=command.strip(), when=time.strftime("%Y-%m-%d"), machine=machine)
     text += "".join("\n" + merged[title] for title in order)
     if reading:
