@@ -35,6 +35,10 @@ def _ci(metric: dict | None) -> str:
     return "-" if metric is None else f"{metric['value']:.3f} [{metric['low']:.3f}, {metric['high']:.3f}]"
 
 
+def _minutes(ladder: list[dict], key: str) -> str:
+    return f"{sum(e[key] for e in ladder) / 60:.1f}"
+
+
 def audit_rung(folder: Path, seed: int, n_boot: int, methods: str) -> tuple[list[dict], float]:
     """Every quick method on one rung, test metrics from its labels (read only to score)."""
     from synthleak.config import MethodConfig
@@ -78,9 +82,9 @@ def markdown(summary: dict, audits: dict[int, list[dict]], settings: dict, timin
         f"- command: `{settings['command']}`",
         f"- machine: {platform.machine()}, {settings['threads']} torch thread(s), shared with other jobs; "
         f"date {datetime.date.today().isoformat()}",
-        f"- wall time: build {timings['build'] / 60:.1f} min (training "
-        f"{sum(e['train_seconds'] for e in ladder) / 60:.1f}, sampling {sum(e['sample_seconds'] for e in ladder) / 60:.1f}, "
-        f"meter {sum(e['meter_seconds'] for e in ladder) / 60:.1f}), quick audits {timings['audits'] / 60:.1f} min, "
+        f"- wall time: build {timings['build'] / 60:.1f} min (training {_minutes(ladder, 'train_seconds')}, "
+        f"sampling {_minutes(ladder, 'sample_seconds')}, meter {_minutes(ladder, 'meter_seconds')}), "
+        f"quick audits {timings['audits'] / 60:.1f} min, "
         f"total {timings['total'] / 60:.1f} min", "",
         "## Memorisation meter (builder's view, pixels at the training resolution)", "",
         "memorised = nearest member closer than 1/3 of the second nearest member of another pseudo-patient "

@@ -270,6 +270,25 @@ def test_gpu_preset_code_path_runs_on_cpu_at_toy_size(phantoms, tmp_path):
     assert len(list((tmp_path / "g" / "rung-2" / "test" / "generated").iterdir())) == 3
 
 
+def test_dcgan_ladder_through_the_cli(real_folder, tmp_path, monkeypatch, capsys):
+    """`build-bench --generator dcgan --rungs`: rung folders, ladder.json, one summary line per rung."""
+    import synthleak.bench.ladder as ladder_module
+
+    audit = ladder_module.rung_audit  # the CLI's 1,000 bootstrap resamples take a minute: 20 here
+    monkeypatch.setattr(ladder_module, "rung_audit", lambda folder, side, seed, n_boot: audit(folder, side, seed, 20))
+    out = tmp_path / "ladder"
+    rc = main(["build-bench", str(real_folder), "--out", str(out), "--groups", str(tmp_path / "groups.csv"),
+               "--generator", "dcgan", "--image-size", "16", "--rungs", "2,4", "--members", "9",
+               "--n-generated", "6", "--labelled-fraction", "0.5", "--quiet"])
+    printed = capsys.readouterr().out.splitlines()
+    assert rc == 0 and [line.split(":")[0] for line in printed] == ["rung-2", "rung-4"]
+    ladder = json.loads((out / "ladder.json").read_text())
+    assert ladder["generator"] == "dcgan" and ladder["members"] == 9 and ladder["steps_per_epoch"] == 2
+    source = json.loads((out / "rung-4" / "SOURCE.json").read_text())
+    assert source["generator_steps"] == 4 and source["generator_image_size"] == 16
+    assert sorted(p.name for p in out.iterdir()) == ["ladder.json", "rung-2", "rung-4"]
+
+
 def test_ladder_refuses_existing_output_and_steps_free_generators(phantoms, tmp_path):
     images, groups = phantoms
     (tmp_path / "out").mkdir()

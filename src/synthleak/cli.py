@@ -276,12 +276,17 @@ def cmd_build_bench(args) -> int:
     from .bench.build import build_from_folder
     from .runtime import choose_device
 
-    build_from_folder(Path(args.real), Path(args.out), groups=args.groups, member_fraction=args.member_fraction,
-                      labelled_fraction=args.labelled_fraction, n_generated=args.n_generated,
-                      epochs=args.epochs, generator=args.generator, seed=args.seed,
-                      device=choose_device(args.device), quiet=args.quiet, force=args.force,
-                      label_groups=args.label_groups, image_size=args.image_size, members=args.members,
-                      preset=args.preset, rungs=args.rungs)
+    summary = build_from_folder(
+        Path(args.real), Path(args.out), groups=args.groups, member_fraction=args.member_fraction,
+        labelled_fraction=args.labelled_fraction, n_generated=args.n_generated, epochs=args.epochs,
+        generator=args.generator, seed=args.seed, device=choose_device(args.device), quiet=args.quiet,
+        force=args.force, label_groups=args.label_groups, image_size=args.image_size, members=args.members,
+        preset=args.preset, rungs=args.rungs)
+    for rung in summary.get("ladder", []):
+        auc = rung["nearest_test_auc"]
+        print(f"rung-{rung['steps']}: memorised_share {rung['memorised_share']:.3f}, member_closer_share "
+              f"{rung['member_closer_share']:.3f}, nearest test AUC {auc['value']:.3f} "
+              f"[{auc['low']:.3f}, {auc['high']:.3f}]")
     return 0
 
 

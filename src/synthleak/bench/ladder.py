@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import DataError, OutputExistsError, SynthleakError
 from ..fsutil import atomic_output
 from ..runtime import log
-from .build import BenchSpec, build_benchmark, check_generator, draw_split, make_generator
+from .build import BenchSpec, build_benchmark, check_generator, check_members, draw_split, make_generator
 from .generator import content_digest, resize_stack
 from .meter import memorisation_meter, rung_audit
 
@@ -159,6 +159,7 @@ def build_ladder(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchS
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    check_members(spec, groups, label_groups)
     member, _, _ = draw_split(groups, spec, label_groups)
     partial = out.parent / f"{out.name}.partial"
     generator = make_generator(spec, device, quiet, state_path=partial / "train.state", diffusion=diffusion)
