@@ -1,6 +1,6 @@
 """Build the development leak ladder from iqoth-256 and audit every rung with the quick methods.
 
-    python benchmarks/build_ladder.py OUT_DIR [--rungs 250,1000,2000,4000] [--members 100] [--image-size 32]
+    python benchmarks/build_ladder.py OUT_DIR [--rungs 1000,2000,3000,4000] [--members 100] [--image-size 32]
         [--n-generated 600] [--preset cpu] [--seed 0] [--bootstrap 500] [--force]
 
 Writes OUT_DIR (one benchmark per rung, `synthleak build-bench --generator ddpm --rungs ...`, the
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")
     p.add_argument("--data", default=str(SHARED / "iqoth-256"), help="the iqoth-256 folder")
-    p.add_argument("--rungs", default="250,1000,2000,4000")
+    p.add_argument("--rungs", default="1000,2000,3000,4000")
     p.add_argument("--members", type=int, default=100)
     p.add_argument("--labelled-fraction", type=float, default=0.3)
     p.add_argument("--image-size", type=int, default=32)
@@ -145,10 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     groups_csv = Path(tempfile.mkdtemp(prefix="ladder-")) / "iqoth-groups.csv"
     groups_csv.write_text("".join(f"{k},{v}\n" for k, v in sorted(groups.items())))
     print(f"{len(groups)} images, {len(set(groups.values()))} pseudo-patients", file=sys.stderr, flush=True)
-    summary = build_from_folder(iqoth, out, groups=groups_csv, members=args.members,
-                                labelled_fraction=args.labelled_fraction, n_generated=args.n_generated,
-                                generator="ddpm", preset=args.preset, image_size=args.image_size, rungs=args.rungs,
-                                seed=args.seed, device=choose_device(args.device), force=args.force)
+    if (out / "ladder.json").exists() and not args.force:
+        # a finished ladder: audit it again (e.g. after a failed audit) instead of refusing or rebuilding
+        summary = json.loads((out / "ladder.json").read_text())
+        print(f"{out}: ladder already built; auditing it again (--force rebuilds)", file=sys.stderr)
+    else:
+        summary = build_from_folder(iqoth, out, groups=groups_csv, members=args.members,
+                                    labelled_fraction=args.labelled_fraction, n_generated=args.n_generated,
+                                    generator="ddpm", preset=args.preset, image_size=args.image_size,
+                                    rungs=args.rungs, seed=args.seed, device=choose_device(args.device),
+                                    force=args.force)
     t_build = time.perf_counter() - t0
     audits: dict[int, list[dict]] = {}
     t_audits = 0.0

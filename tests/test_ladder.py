@@ -160,6 +160,17 @@ def test_ddpm_generator_is_deterministic_for_a_seed(phantoms):
     assert a.describe()["preset"] == "cpu" and a.describe()["generator_parameters"] > 0
 
 
+@pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
+def test_ddpm_other_prediction_targets_train_and_sample(phantoms, prediction):
+    images, _ = phantoms
+    generator = make_generator(_spec(), quiet=True, diffusion=replace(TOY_CPU, prediction=prediction))
+    generator.fit(images[:8], max_steps=2)
+    samples = generator.sample_small(3)
+    assert samples.shape == (3, 16, 16) and samples.dtype == np.uint8
+    assert (generator.sample_small(3) == samples).all()
+    assert generator.describe()["generator_config"]["prediction"] == prediction
+
+
 def test_dcgan_generator_is_deterministic_for_a_seed(phantoms):
     images, _ = phantoms
     spec = _spec("dcgan", image_size=16)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime import log
-from .generator import count_parameters, resize_stack
+from .generator import record_training, resize_stack
 
 
 class DCGANBenchGenerator:
@@ -76,10 +76,7 @@ class DCGANBenchGenerator:
         if not keep_state:
             engine.clear_state()
         self.generator = engine.ema["G"]
-        self.epochs_trained, self.steps_trained = result.epochs_done, result.global_step
-        self.seconds = result.seconds
-        self.parameters = count_parameters(generator)
-        self.steps_per_s = result.items_per_s / min(self.batch_size, len(x))
+        record_training(self, result, generator, self.batch_size, len(x))
         log(f"dcgan: {result.epochs_done} epochs / {result.global_step} steps on {len(x)} members at "
             f"{self.side}px in {result.seconds:.0f}s", self.quiet)
         return self

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..models.diffusion import DiffusionConfig, check_image_size
 from ..runtime import log
-from .generator import content_digest, count_parameters, resize_stack
+from .generator import content_digest, record_training, resize_stack
 
 #: stride between the noise seeds of two generator seeds (sample i of seed s uses (s + 1) * stride + i)
 NOISE_SEED_STRIDE = 10_000_019
@@ -49,7 +49,7 @@ class DDPMBenchGenerator:
         import torch.nn.functional as F
         from monai.inferers import DiffusionInferer
 
-        from ..models.diffusion import make_schedulers, make_unet
+        from ..models.diffusion import make_schedulers, make_unet, training_target
         from ..models.engine import IndexBatches, TrainingEngine
         from ..runtime import seed_everything
 
@@ -70,7 +70,7 @@ class DDPMBenchGenerator:
             t = torch.randint(0, cfg.train_timesteps, (len(batch),), generator=engine.generator).to(engine.device)
             with engine.autocast():
                 predicted = inferer(inputs=batch, diffusion_model=unet, noise=noise, timesteps=t)
-            loss = F.mse_loss(predicted.float(), noise)
+            loss = F.mse_loss(predicted.float(), training_target(cfg, train_scheduler, batch, noise, t))
             engine.optimize(loss)
             return {"mse": loss}
 
@@ -87,10 +87,7 @@ class DDPMBenchGenerator:
         if not keep_state:
             engine.clear_state()
         self.unet = engine.ema["unet"]
-        self.steps_trained, self.epochs_trained = result.global_step, result.epochs_done
-        self.seconds = result.seconds
-        self.parameters = count_parameters(unet)
-        self.steps_per_s = result.items_per_s / min(cfg.batch_size, len(x))
+        record_training(self, result, unet, cfg.batch_size, len(x))
         log(f"ddpm: {result.global_step} steps on {len(x)} members at {self.side}px "
             f"({self.parameters / 1e6:.2f}M parameters) in {result.seconds:.0f}s "
             f"({self.steps_per_s:.2f} steps/s)", self.quiet)

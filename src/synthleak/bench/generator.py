@@ -35,6 +35,14 @@ def count_parameters(module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
+def record_training(generator, result, network, batch_size: int, n_members: int) -> None:
+    """Keep what SOURCE.json and the ladder report about a step-trained generator's engine run."""
+    generator.steps_trained, generator.epochs_trained = result.global_step, result.epochs_done
+    generator.seconds = result.seconds
+    generator.parameters = count_parameters(network)
+    generator.steps_per_s = result.items_per_s / min(batch_size, n_members)  # one batch per optimiser step
+
+
 class RAEGenerator:
     """Conv autoencoder (64x64, models/rae.py) + GMM on latents; samples decoded and upsampled to 256x256."""
 

@@ -1,8 +1,8 @@
 """A denoising diffusion model for benchmark generators: MONAI's `DiffusionModelUNet` and its presets.
 
 Shapes: the UNet maps noisy images [B, 1, S, S] (S = `image_size`, in [-1, 1] before noising) and
-integer timesteps [B] in [0, train_timesteps) to the predicted noise [B, 1, S, S] (epsilon
-prediction). It halves the resolution len(channels) - 1 times, so S must be a multiple of
+integer timesteps [B] in [0, train_timesteps) to its prediction [B, 1, S, S]: the noise (epsilon
+prediction, the default), the velocity or the clean image (`prediction`). It halves the resolution len(channels) - 1 times, so S must be a multiple of
 2 ** (len(channels) - 1); self-attention runs at the levels flagged in `attention_levels`.
 
 Training uses MONAI's `DDPMScheduler` (linear betas 1e-4 .. 0.02 over `train_timesteps`), sampling
@@ -10,7 +10,9 @@ its `DDIMScheduler` with eta = 0 (deterministic given the initial noise) in `sam
 
 Presets (`DIFFUSION_PRESETS`):
 - `cpu`: 32 px, channels 32-64-64, attention at the lowest level only, one res block per level
-  (about 1.1M parameters): about 2 training steps/s at batch 32 on 2 free cores.
+  (about 1.1M parameters), Adam at 1e-3 (at 3e-4 the samples were still noise after 350 steps; at
+  1e-3 body outlines appear by 600 and CT-like slices by 900): about 1.3 training steps/s at batch
+  32 on one busy core (torch with 2 threads on 2 cores shared with other jobs was 8x slower).
 - `gpu`: 256 px, channels 64-128-256-256-256, attention at the two lowest levels (32 and 16 px),
   two res blocks per level, PyTorch's fused attention (about 36M parameters): meant for one large
   GPU with bf16 autocast.
@@ -35,11 +37,13 @@ class DiffusionConfig:
     num_head_channels: int
     flash_attention: bool = False
     batch_size: int = 32
-    lr: float = 3e-4
+    lr: float = 1e-4
     #: EMA decay of the sampling weights; its half-life (log 0.5 / log decay steps) must be short next
     #: to the first rung, or the first rung samples from weights still close to the initialisation
     ema_decay: float = 0.995
     train_timesteps: int = 1000
+    #: what the UNet predicts: "epsilon" (the noise), "v_prediction" (Salimans & Ho 2022) or "sample" (x0)
+    prediction: str = "epsilon"
     sample_steps: int = 50
     sample_batch: int = 64
     #: training steps of a build without --rungs
@@ -56,11 +60,11 @@ class DiffusionConfig:
 
 DIFFUSION_PRESETS: dict[str, DiffusionConfig] = {
     "cpu": DiffusionConfig(name="cpu", image_size=32, channels=(32, 64, 64), attention_levels=(False, False, True),
-                           num_res_blocks=1, norm_num_groups=16, num_head_channels=64, batch_size=32, lr=3e-4,
+                           num_res_blocks=1, norm_num_groups=16, num_head_channels=64, batch_size=32, lr=1e-3,
                            ema_decay=0.995, sample_steps=25, sample_batch=128, steps=3000, steps_per_epoch=50),
     "gpu": DiffusionConfig(name="gpu", image_size=256, channels=(64, 128, 256, 256, 256),
                            attention_levels=(False, False, False, True, True), num_res_blocks=2, norm_num_groups=32,
-                           num_head_channels=64, flash_attention=True, batch_size=32, lr=1e-4, ema_decay=0.999,
+                           num_head_channels=64, flash_attention=True, batch_size=32, lr=2e-4, ema_decay=0.998,
                            sample_steps=50, sample_batch=64, steps=20000, steps_per_epoch=200),
 }
 
@@ -90,11 +94,20 @@ def make_unet(config: DiffusionConfig):
         use_flash_attention=config.flash_attention)
 
 
+def training_target(config: DiffusionConfig, scheduler, images, noise, timesteps):
+    """What the UNet learns to output for noisy versions of `images` (see `prediction`)."""
+    if config.prediction == "epsilon":
+        return noise
+    if config.prediction == "v_prediction":
+        return scheduler.get_velocity(images, noise, timesteps)
+    return images
+
+
 def make_schedulers(config: DiffusionConfig):
     """(DDPM scheduler for training, DDIM scheduler for sampling with `sample_steps` steps)."""
     from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-    train = DDPMScheduler(num_train_timesteps=config.train_timesteps)
-    sample = DDIMScheduler(num_train_timesteps=config.train_timesteps)
+    train = DDPMScheduler(num_train_timesteps=config.train_timesteps, prediction_type=config.prediction)
+    sample = DDIMScheduler(num_train_timesteps=config.train_timesteps, prediction_type=config.prediction)
     sample.set_timesteps(config.sample_steps)
     return train, sample
