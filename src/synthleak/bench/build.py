@@ -204,6 +204,12 @@ def check_members(spec: BenchSpec, groups: np.ndarray, label_groups: np.ndarray 
                         f"in {source}; members need at least 2 groups (labelled and test members)")
 
 
+def refuse_existing(out: Path, force: bool) -> None:
+    """An output folder that exists and is not empty is replaced only with --force."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+
+
 def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchSpec,
                     device: str = "cpu", quiet: bool = False, force: bool = False,
                     label_groups: np.ndarray | None = None, synthetic: np.ndarray | None = None,
@@ -220,8 +226,7 @@ def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Ben
     only with `force`.
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    refuse_existing(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -322,8 +327,7 @@ def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, m
         rungs = check_ladder(spec, rungs)
     else:
         check_generator(spec)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    refuse_existing(out, force)
     if not real.is_dir():
         raise DataError(f"{real}: folder does not exist")
     files = sorted((p for p in real.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES),

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, OutputExistsError, SynthleakError
+from ..errors import DataError, SynthleakError
 from ..fsutil import atomic_output
 from ..runtime import log
-from .build import BenchSpec, build_benchmark, check_generator, check_members, draw_split, make_generator
+from .build import (BenchSpec, build_benchmark, check_generator, check_members, draw_split, make_generator,
+                    refuse_existing)
 from .generator import content_digest, resize_stack
 from .meter import memorisation_meter, rung_audit
 
@@ -157,8 +158,7 @@ def build_ladder(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchS
     """
     rungs = check_ladder(spec, rungs)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    refuse_existing(out, force)
     check_members(spec, groups, label_groups)
     member, _, _ = draw_split(groups, spec, label_groups)
     partial = out.parent / f"{out.name}.partial"
@@ -245,8 +245,7 @@ def _publish(partial: Path, out: Path, rungs: list[int], summary: dict, force: b
             os.replace(partial / f"rung-{steps}", staging / f"rung-{steps}")
         (staging / "ladder.json").write_text(json.dumps(summary, indent=2) + "\n")
         if out.exists():
-            if not force and (not out.is_dir() or any(out.iterdir())):
-                raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+            refuse_existing(out, force)  # again: it may have appeared during the build
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(staging, out)
     except BaseException:
