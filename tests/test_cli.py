@@ -125,8 +125,9 @@ def test_report_has_metrics_plots_and_evidence(tiny_challenge, tmp_path):
                  str(tiny_challenge / "test_labels.csv"), "--report", str(rep), "--quiet", "--bootstrap", "20",
                  "--cache-dir", "none"]) == 0
     page = (rep / "index.html").read_text()
-    assert "test AUC" in page and "nearest_roc.png" in page and "nearest_evidence_1.png" in page
-    assert (rep / "nearest_evidence_1.png").stat().st_size > 1000
+    assert "test AUC" in page and "nearest_roc.png" in page and "nearest_evidence_1_real.png" in page
+    assert "synthetic #1" in page and "pixel distance" in page  # every evidence tile is captioned
+    assert (rep / "nearest_evidence_1_syn1.png").stat().st_size > 1000
     # a non-empty report folder is not overwritten without --force
     assert main(["audit", str(tiny_challenge), "--out", str(tmp_path / "r2.csv"), "--report", str(rep),
                  "--quiet"]) == 2
@@ -185,3 +186,39 @@ def test_method_all_runs_every_method_with_cpu_sized_options(tiny_challenge, tmp
         assert validate_run(tmp_path / f"run.{name}.csv", tiny_challenge / "test") == 24, name
         assert any(line.startswith(name) for line in printed.splitlines()), name
     assert "skipped" not in printed
+
+
+def test_default_audit_runs_the_recipe_with_verdict_shift_and_copies(tiny_challenge, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run.csv"
+    assert main(["audit", str(tiny_challenge), "--out", str(out), "--quiet", "--bootstrap", "20",
+                 "--permutations", "500", "--cache-dir", "none"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("verdict: leakage ")
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["method"] == "default" and summary["calibration"] == "neighbours"
+    assert summary["feature_space"] == "pixels" and summary["decision_rule"] == "kappa"
+    assert set(summary["shift"]) >= {"auc", "low", "high", "shifted"}
+    assert {"leakage_shown", "p_value", "alpha", "test", "permutations", "copy_share", "copy_share_ci", "ct",
+            "authenticity", "memorised_share"} <= set(summary["verdict"])
+    assert summary["verdict"]["permutations"] == 500
+    copies = (tmp_path / "run.copies.csv").read_text().splitlines()
+    assert copies[0] == "synthetic_id,real_id,similarity" and len(copies) - 1 == summary["verdict"]["copies"]
+    # the copies file, like every output, is never overwritten without --force
+    (tmp_path / "again.copies.csv").write_text("keep")
+    assert main(["audit", str(tiny_challenge), "--out", str(tmp_path / "again.csv"), "--quiet",
+                 "--cache-dir", "none"]) == 2
+    assert (tmp_path / "again.copies.csv").read_text() == "keep" and not (tmp_path / "again.csv").exists()
+
+
+def test_calibrate_option_and_variant_names(tiny_challenge, tmp_path):
+    import json
+
+    assert main(["audit", str(tiny_challenge), "--method", "nearest,nearest+clusters", "--calibrate", "neighbours",
+                 "--out", str(tmp_path / "r.csv"), "--quiet", "--bootstrap", "20", "--cache-dir", "none"]) == 0
+    plain = json.loads((tmp_path / "r.nearest.json").read_text())
+    variant = json.loads((tmp_path / "r.nearest+clusters.json").read_text())
+    assert plain["calibration"] == "neighbours" and variant["calibration"] == "clusters"
+    r = run_cli("audit", str(tiny_challenge), "--method", "nearest+sideways", "--quiet")
+    assert r.returncode == 2 and "unknown calibration" in r.stderr and "Traceback" not in r.stderr

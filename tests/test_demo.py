@@ -61,12 +61,19 @@ def test_small_demo_runs_and_detects_members(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "members are detectable" in printed and "nearest" in printed
     assert (tmp_path / "runs" / "run.nearest.csv").exists()
+    # the verdict comes first (with 14 labelled patients it need not be significant: see test_full_demo)
+    verdict = json.loads((tmp_path / "runs" / "run.default.json").read_text())["verdict"]
+    assert printed.startswith("verdict: leakage ") and verdict["permutations"] >= 2000
+    assert verdict["copy_share"] > 0.1  # the autoencoder reproduces its training patients (chance: ~5%)
 
 
 @pytest.mark.slow
 def test_full_demo(tmp_path, capsys):
     assert run_demo(tmp_path) == 0
-    assert "members are detectable" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "members are detectable" in printed
+    verdict = json.loads((tmp_path / "runs" / "run.default.json").read_text())["verdict"]
+    assert printed.startswith("verdict: leakage shown") and verdict["p_value"] < 0.001
 
 
 def test_label_groups_make_labelled_and_test_reals_disjoint_populations(tmp_path):

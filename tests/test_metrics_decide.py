@@ -109,3 +109,18 @@ def test_patient_bootstrap_is_wider_than_image_bootstrap():
     by_patient = evaluate(y, scores=s, n_boot=300, seed=0, groups=groups)["auc"]
     assert by_patient.value == by_image.value
     assert (by_patient.high - by_patient.low) > 1.5 * (by_image.high - by_image.low)
+
+
+def test_paired_gain_is_the_difference_with_an_interval_around_it():
+    from synthleak.metrics import decision_metrics, paired_gain
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    better = np.where(rng.random(300) < 0.8, y, 1 - y)
+    worse = np.where(rng.random(300) < 0.6, y, 1 - y)
+    gain = paired_gain(y, better, worse, n_boot=300)
+    expected = decision_metrics(y, better)["kappa"] - decision_metrics(y, worse)["kappa"]
+    assert gain.value == pytest.approx(expected)
+    assert 0 < gain.low < gain.value < gain.high
+    same = paired_gain(y, better, better, n_boot=50)
+    assert same.value == same.low == same.high == 0.0

@@ -22,6 +22,10 @@ Modes
   subtract the very signal we look for, while 100 neighbours span many patients.
 - `clusters`: reference = leave-one-out mean score of the image's k-means cluster (PCA of the
   features, about one cluster per `cluster_size` reals): the coarser, piecewise-constant version.
+- `non-members`: reference = mean score of the nearest *labelled non-members* (Watson et al.'s
+  reference in its purest form: images known to be outside the training set). It reads labels, so
+  labelled rows are cross-fitted (each fold against the other folds' non-members, as
+  `nearest-calibrated` does) and its scores are not label-free: the verdict never uses them.
 """
 from __future__ import annotations
 
@@ -31,7 +35,9 @@ import numpy as np
 
 from .errors import SynthleakError
 
-CALIBRATIONS = ("none", "neighbours", "clusters")
+CALIBRATIONS = ("none", "neighbours", "clusters", "non-members")
+#: modes that read no label (their scores stay valid for a relabelling test)
+LABEL_FREE = ("none", "neighbours", "clusters")
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class Calibration:
             return f"minus the mean score of its {self.k} nearest real images (labels unused)"
         if self.mode == "clusters":
             return f"minus the mean score of its cluster of real images (about {self.cluster_size} per cluster)"
+        if self.mode == "non-members":
+            return "minus the mean score of its nearest labelled non-members (other folds' for labelled reals)"
         return "none"
 
     def apply(self, scores: np.ndarray, features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -69,11 +77,38 @@ class Calibration:
             raise ValueError("calibration needs one feature row per score")
         if self.mode == "none":
             return scores
+        if self.mode == "non-members":
+            raise ValueError("non-members calibration reads labels: use apply_with_labels()")
         if len(scores) < 3:
             raise SynthleakError(f"difficulty calibration needs at least 3 real images, got {len(scores)}")
         if self.mode == "neighbours":
             return scores - neighbour_reference(scores, features, self.k)
         return scores - cluster_reference(scores, features, self.cluster_size, seed)
+
+
+    def apply_with_labels(self, scores: np.ndarray, features: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
+        """`non-members` mode: scores of the labelled rows (first len(y)) then the test rows.
+
+        Labelled rows are compared with the other folds' non-members only; test rows with all of
+        them. k is capped at half the smallest reference, so every row averages as many neighbours.
+        """
+        from .attacks.knn import NeighbourIndex
+
+        scores = np.asarray(scores, dtype=np.float64)
+        features = np.asarray(features, dtype=np.float32)
+        n_lab = len(y)
+        pools = [train[y[train] == 0] for train, _ in folds] + [np.flatnonzero(y == 0)]
+        k = int(min(self.k, min(len(pool) for pool in pools) // 2))
+        if k < 1:
+            raise SynthleakError("non-members calibration needs at least 2 labelled non-members in every fold")
+        out = scores.copy()
+        targets = [val for _, val in folds] + [np.arange(n_lab, len(scores))]
+        for pool, rows in zip(pools, targets):
+            if len(rows) == 0:
+                continue
+            _, idx = NeighbourIndex(features[pool]).search(features[rows], k)
+            out[rows] = scores[rows] - scores[pool][idx].mean(1)
+        return out
 
 
 def neighbour_reference(scores: np.ndarray, features: np.ndarray, k: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import SynthleakError
+from .errors import SynthleakError, one_line
 
 EXIT_USER_ERROR = 2
 
@@ -34,7 +34,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feature-space",
                    help="feature space of the distance and density methods (default: each method's own; "
                         "pixels for most; see `synthleak methods`)")
-    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters"),
+    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters", "non-members"),
                    help="difficulty calibration of the scores with unlabelled real images (default: each "
                         "method's own: none, except the default recipe); 'METHOD+neighbours' in --method does "
                         "the same for one method")
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scores", help="scores file (<id>,<score>; default RUN.scores.csv)")
     a.add_argument("--labels", help="test labels (<id>,<0|1>) read only to report test metrics")
     a.add_argument("--groups", help="<id>,<group> (e.g. patient) for group-aware cross-validation")
+    a.add_argument("--groups-from", choices=("dicom",),
+                   help="take groups from the DICOM PatientID of each real image (instead of --groups)")
+    a.add_argument("--window", default="lung",
+                   help="CT window for DICOM CT images: lung (W1500 L-600, default), mediastinum (W350 L50) or W,L")
     a.add_argument("--decision", choices=("auto", "kappa", "f1", "fpr", "rate", "quantile", "mixture", "tail"),
                    default="auto",
                    help="threshold rule (default auto: each method's own, kappa for most): max kappa / F1 on the "
@@ -88,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--id-style", choices=("stem", "name"), default="stem",
                    help="run-file ids: file name without extension (default) or with it")
     a.add_argument("--report", help="write an HTML report with visual evidence to this folder")
+    a.add_argument("--report-single-file", action="store_true",
+                   help="inline the report's images (one index.html that can be mailed)")
     a.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    a.add_argument("--alpha", type=float, default=0.05, help="significance level of the dataset-level verdict")
+    a.add_argument("--permutations", type=int, default=2000,
+                   help="random relabellings (of whole patients with --groups) behind the verdict's p-value")
     _add_common(a)
     _add_model_options(a)
 
@@ -177,13 +186,20 @@ def cmd_audit(args) -> int:
             raise SynthleakError(f"{report_dir}: report folder exists and is not empty (use --force)")
     rule = DecisionRule(args.decision, args.target_fpr, args.member_rate)
     report = run_audit(args.data, train=args.train, test=args.test, methods=args.method or DEFAULT_METHOD, cfg=cfg,
-                       decision=rule, labels=args.labels, groups=args.groups, out=args.out,
+                       decision=rule, labels=args.labels, groups=args.groups, groups_from=args.groups_from,
+                       window=args.window, out=args.out, alpha=args.alpha, permutations=args.permutations,
                        scores_out=args.scores, force=args.force, id_style=args.id_style, n_boot=args.bootstrap)
     d = report.data
+    if report.verdict is not None:
+        print(report.verdict.summary())
     print(f"data: {d.source}")
     print(f"  generated {len(d.generated)}" + (f" + test generated {len(d.test_generated)}" if d.test_generated else "")
           + (f", labelled reals {len(d.real_used)} used / {len(d.real_not_used)} not used" if d.has_labelled else "")
           + (f", test reals {len(d.real_unknown)}" if d.real_unknown else ""))
+    n_dicom = d.count_converted("DICOM")
+    if n_dicom:
+        print(f"  {n_dicom} DICOM images; CT ones read through the window {d.window}"
+              + (", groups from PatientID" if args.groups_from else ""))
     if d.has_labelled:
         from .methods.base import labelled_folds
 
@@ -205,6 +221,14 @@ def cmd_audit(args) -> int:
             print(f"trained [{m.name}]: {what} on {where}")
         for what, where in m.outputs.items():
             print(f"wrote [{m.name}]: {where}")
+    if report.verdict is not None:
+        v = report.verdict
+        print(f"verdict: {v.test}; from the default recipe's label-free scores; labelled AUC {v.auc:.3f}")
+        if args.out:
+            from .pipeline import copies_path
+
+            print(f"wrote copies: {copies_path(Path(args.out))} ({len(v.copies)} synthetic images judged copies "
+                  "of labelled members)")
     for w in report.warnings:
         if report.shift is None or w != report.shift.message():  # the shift warning is printed above
             print(f"warning: {w}")
@@ -214,7 +238,7 @@ def cmd_audit(args) -> int:
         from .pipeline import test_labels
 
         path = write_report(report, Path(args.report), force=args.force,
-                            y_test=test_labels(args.labels, report.data))
+                            y_test=test_labels(args.labels, report.data), single_file=args.report_single_file)
         print(f"report: {path}")
     if all(m.error for m in report.methods):
         return 1
@@ -313,7 +337,7 @@ COMMANDS = {"audit": cmd_audit, "evaluate": cmd_evaluate, "validate": cmd_valida
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
-    print(f"synthleak: warning: {message}", file=sys.stderr)
+    print(f"synthleak: warning: {one_line(str(message))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,8 @@ OBJECTIVES = ("kappa", "f1")
 MODES = (*OBJECTIVES, "fpr", "rate", "quantile", "mixture", "tail")
 #: placeholder mode: each method's own rule (MethodSpec.decision), resolved by the audit
 AUTO = "auto"
-#: mixture components closer than this many pooled standard deviations are "not separated"
-MIXTURE_MIN_SEPARATION = 1.0
+#: Ashman's D below which two mixture components are "not separated" (2 = a dip between them)
+MIXTURE_MIN_SEPARATION = 2.0
 
 
 def cv_folds(y: np.ndarray, groups: np.ndarray | None = None, n_splits: int = 5, seed: int = 0):
@@ -106,21 +106,23 @@ def quantile_threshold(scores: np.ndarray, y: np.ndarray, unlabelled: np.ndarray
 def mixture_member_rate(scores: np.ndarray, fallback: float, seed: int = 0) -> tuple[float, bool]:
     """Share of the upper component of a 1-D two-component Gaussian mixture of `scores`.
 
-    Returns (rate, separated). When the components are closer than MIXTURE_MIN_SEPARATION pooled
-    standard deviations, or the rate is extreme, the mixture has found no second population: the
-    fallback rate is returned with separated=False.
+    Returns (rate, separated). The mixture counts as a second population only when two components
+    explain the scores better than one by BIC *and* are well apart (Ashman's D >= 2, i.e. a dip
+    between them); otherwise, or when the rate is extreme, the fallback rate is returned with
+    separated=False (a weak membership signal does not give a usable rate estimate).
     """
     from sklearn.mixture import GaussianMixture
 
     x = np.asarray(scores, float).reshape(-1, 1)
     if len(x) < 10 or np.ptp(x) == 0:
         return fallback, False
-    gmm = GaussianMixture(2, random_state=seed, n_init=3).fit(x)
-    means, weights = gmm.means_.ravel(), gmm.weights_
-    sd = np.sqrt(np.sum(weights * gmm.covariances_.ravel()))
+    one = GaussianMixture(1, random_state=seed).fit(x)
+    two = GaussianMixture(2, random_state=seed, n_init=3).fit(x)
+    means, variances, weights = two.means_.ravel(), two.covariances_.ravel(), two.weights_
+    ashman_d = np.sqrt(2) * abs(means[1] - means[0]) / np.sqrt(variances.sum())
     upper = int(np.argmax(means))
     rate = float(weights[upper])
-    separated = abs(means[1] - means[0]) >= MIXTURE_MIN_SEPARATION * sd and 0.05 <= rate <= 0.95
+    separated = (two.bic(x) < one.bic(x) and ashman_d >= MIXTURE_MIN_SEPARATION and 0.05 <= rate <= 0.95)
     return (rate, True) if separated else (fallback, False)
 
 

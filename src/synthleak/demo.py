@@ -16,7 +16,7 @@ from .bench.phantoms import make_phantoms
 from .config import MethodConfig
 from .runtime import log, seed_everything
 
-DEMO_METHODS = "nearest,nearest-calibrated,control-real-only"
+DEMO_METHODS = "default,nearest,nearest-calibrated,control-real-only"
 
 
 def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs: int = 60,
@@ -37,6 +37,8 @@ def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs
     cfg = MethodConfig(seed=seed, device=device, cache_dir="none", quiet=quiet)
     report = run_audit(data_dir, methods=DEMO_METHODS, cfg=cfg, labels=data_dir / "test_labels.csv",
                        groups=data_dir / "groups.csv", out=out / "runs" / "run.csv", force=True)
+    if report.verdict is not None:
+        print(report.verdict.summary())
     print(f"demo data: {data_dir} (train/, test/, test_labels.csv, groups.csv)")
     print(f"run files: {out / 'runs'}")
     print()

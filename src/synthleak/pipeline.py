@@ -5,6 +5,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,12 @@ from .methods.base import labelled_folds
 from .metrics import Metric, evaluate, score_metrics
 from .runtime import log, seed_everything
 from .shift import ShiftCheck, check_shift
+
+if TYPE_CHECKING:
+    from .leakage import Verdict
+
+#: relabellings of the verdict's permutation test (the issue's floor: at least 2,000)
+DEFAULT_PERMUTATIONS = 2000
 
 #: control AUC (CV on labelled reals) above which the audit warns that labels leak through the reals
 CONTROL_WARN_AUC = 0.6
@@ -48,6 +55,10 @@ class AuditReport:
     control: MethodReport | None = None
     #: are the labelled reals like the test reals? (None without both)
     shift: ShiftCheck | None = None
+    #: dataset-level verdict from the default recipe's label-free scores (None without labelled reals)
+    verdict: "Verdict | None" = None
+    #: why no verdict could be given (e.g. a patient carrying both labels)
+    verdict_error: str | None = None
 
     def rows(self) -> list[MethodReport]:
         """The requested methods, then the reference control when it was run only as a check."""
@@ -77,6 +88,12 @@ def expand_methods(spec: str | list[str]) -> list[str]:
             out.append(n)
     seen: set[str] = set()
     return [m for m in out if not (m in seen or seen.add(m))]
+
+
+def copies_path(out: Path) -> Path:
+    """RUN.copies.csv: one per audit, beside the run file(s)."""
+    base = out.with_suffix("") if out.suffix else out
+    return Path(f"{base}.copies.csv")
 
 
 def output_paths(out: Path, method: str, multiple: bool, scores: Path | None) -> dict[str, Path]:
@@ -176,16 +193,24 @@ def run_audit(
     decision: DecisionRule | None = None,
     labels: str | Path | dict | None = None,
     groups: str | Path | None = None,
+    groups_from: str | None = None,
+    window: str | None = None,
     out: str | Path | None = None,
     scores_out: str | Path | None = None,
     force: bool = False,
     id_style: str = "stem",
     n_boot: int = 1000,
     check_control: bool = True,
+    with_verdict: bool = True,
+    alpha: float = 0.05,
+    permutations: int = DEFAULT_PERMUTATIONS,
 ) -> AuditReport:
     """Audit a challenge-layout folder. Returns the report; writes run/score files when `out` is given.
 
-    `decision` None (or mode 'auto') lets each method use its own rule (MethodSpec.decision)."""
+    `decision` None (or mode 'auto') lets each method use its own rule (MethodSpec.decision). With
+    labelled reals and `with_verdict`, the dataset-level verdict (synthleak.leakage) is computed from
+    the default recipe's label-free scores (run for it when not requested) and, with `out`, written
+    to every method's JSON, its copies to RUN.copies.csv."""
     cfg = cfg or MethodConfig()
     rule = decision or DecisionRule(AUTO)
     names = expand_methods(methods)
@@ -199,7 +224,10 @@ def run_audit(
             paths[n] = output_paths(Path(out), n, multiple, Path(scores_out) if scores_out else None)
             for p in paths[n].values():
                 check_writable(p, force)
-    audit_data = data if isinstance(data, AuditData) else discover(data, train, test, groups)
+        if with_verdict:
+            check_writable(copies_path(Path(out)), force)
+    audit_data = data if isinstance(data, AuditData) else discover(
+        data, train, test, groups, window=window, groups_from=groups_from)
     if out is not None and audit_data.real_unknown is None:
         raise DataError("no real_unknown/ images to write a run file for")
     if rule.mode in ("fpr", "tail") and not audit_data.has_labelled:
@@ -230,12 +258,62 @@ def run_audit(
                 f"the real-only control reaches CV AUC {control.cv['auc'].value:.2f} without looking at any "
                 "synthetic image: membership leaks through the labelled reals (same patients or scanners "
                 "in both splits?); a method must beat the control to show a generator signal")
+    if with_verdict and audit_data.has_labelled:
+        _add_verdict(report, cfg, rule, y_test, n_boot, alpha, permutations)
     if out is not None:
         for m in report.methods:
             if m.result is None or m.test_pred is None:
                 continue
-            _write_outputs(m, audit_data, paths[m.name], method_config(m.name, cfg), report.shift, force, id_style)
+            _write_outputs(m, audit_data, paths[m.name], method_config(m.name, cfg), report, force, id_style)
+        if report.verdict is not None:
+            atomic_write_text(copies_path(Path(out)), copies_text(report.verdict), force)
     return report
+
+
+def _add_verdict(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int, alpha: float,
+                 permutations: int) -> None:
+    """The verdict from the default recipe's scores: never the control's, never the best of several."""
+    from .leakage import verdict
+    from .methods.nearest import embed
+
+    data = report.data
+    recipe = next((m for m in report.methods if m.name == DEFAULT_METHOD), None)
+    if recipe is None:
+        recipe = run_one(DEFAULT_METHOD, data, replace(cfg, quiet=True, artifacts_dir=None), rule, y_test, n_boot,
+                         keep_going=True)
+    if recipe.result is None or recipe.result.labelled_scores is None:
+        report.verdict_error = f"the default recipe did not run ({recipe.error})"
+        report.warnings.append(f"no verdict: {report.verdict_error}")
+        return
+    recipe_cfg = method_config(DEFAULT_METHOD, cfg)
+    synthetic, labelled, _, _, _ = embed(data, replace(recipe_cfg, quiet=True))
+    n_used = len(data.real_used)
+    groups = data.labelled_groups()
+    try:
+        report.verdict = verdict(
+            recipe.result.labelled_scores, data.labelled()[1], groups=groups, synthetic_features=synthetic,
+            member_features=labelled[:n_used], nonmember_features=labelled[n_used:],
+            synthetic_ids=data.synthetic(cfg.synthetic_pool).ids, member_ids=data.real_used.ids,
+            member_groups=groups[:n_used] if groups is not None else None, alpha=alpha, permutations=permutations,
+            seed=cfg.seed, copy_reference="both")
+    except SynthleakError as exc:
+        report.verdict_error = str(exc)
+        report.warnings.append(f"no verdict: {exc}")
+
+
+def copies_text(v) -> str:
+    """RUN.copies.csv: header, then one row per synthetic image judged a copy of a labelled member."""
+    rows = ["synthetic_id,real_id,similarity"] + [f"{c.synthetic_id},{c.real_id},{c.similarity:.6f}" for c in v.copies]
+    return "\n".join(rows) + "\n"
+
+
+def _verdict_json(report: AuditReport) -> dict | None:
+    if report.verdict is None:
+        return {"error": report.verdict_error} if report.verdict_error else None
+    out = report.verdict.to_json()
+    out["copies"] = len(report.verdict.copies)  # the rows themselves are in RUN.copies.csv
+    out["scores_from"] = f"{DEFAULT_METHOD} (the default recipe's label-free scores of the labelled reals)"
+    return out
 
 
 def _shift_check(data: AuditData, cfg: MethodConfig) -> ShiftCheck:
@@ -250,7 +328,8 @@ def _shift_check(data: AuditData, cfg: MethodConfig) -> ShiftCheck:
 
 
 def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg: MethodConfig,
-                   shift: ShiftCheck | None, force: bool, id_style: str) -> None:
+                   report: AuditReport, force: bool, id_style: str) -> None:
+    shift = report.shift
     ids = data.real_unknown.ids if id_style == "stem" else data.real_unknown.names
     atomic_write_text(paths["run"], run_text(ids, m.test_pred), force)
     atomic_write_text(paths["scores"], scores_text(ids, m.result.test_scores), force)
@@ -272,6 +351,7 @@ def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg
         "variants_test_auc": m.variants_test_auc,
         "artifacts": [str(a) for a in m.result.artifacts],
         "shift": shift.to_json() if shift is not None else None,
+        "verdict": _verdict_json(report),
     }
     atomic_write_text(paths["summary"], json.dumps(summary, indent=2, default=str) + "\n", force)
     m.outputs = {k: str(v) for k, v in paths.items()}

@@ -1,7 +1,6 @@
 """Finding the ImageCLEFmedical GANs layout on disk and loading it into an AuditData."""
 from __future__ import annotations
 
-import csv
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,12 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .dicom import Window, parse_window
 from .images import ImageSet, load_folder, strip_image_suffix
+from .runfile import id_problem, read_pairs
 
 GENERATED = "generated"
 REAL_USED = "real_used"
 REAL_NOT_USED = "real_not_used"
 REAL_UNKNOWN = "real_unknown"
+GROUPS_FROM = ("dicom",)
 
 
 @dataclass
@@ -29,6 +31,11 @@ class AuditData:
     groups: dict[str, str] | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    window: Window | None = None  # the CT window DICOM CT images were read with
+
+    def count_converted(self, kind: str) -> int:
+        """How many loaded images were converted from `kind` (a PIL mode, or "DICOM")."""
+        return sum(s.converted.get(kind, 0) for s in _sets(self))
 
     @property
     def has_labelled(self) -> bool:
@@ -63,30 +70,25 @@ class AuditData:
         return np.array([self.groups.get(i, f"__id__{i}") for i in images.ids])
 
 
-def _optional(folder: Path, name: str, required: bool = False) -> ImageSet | None:
+def _optional(folder: Path, name: str, window: Window, required: bool = False) -> ImageSet | None:
     path = folder / name
     if not path.exists():
         if required:
             raise DataError(f"{path}: folder does not exist")
         return None
-    return load_folder(path)
+    return load_folder(path, window=window)
 
 
 def read_groups(path: Path) -> dict[str, str]:
     """`<id or file name>,<group>` per line, no header; ids are file stems."""
     groups: dict[str, str] = {}
-    try:
-        with open(path, newline="") as f:
-            for n, row in enumerate(csv.reader(f), 1):
-                if not row or not "".join(row).strip():
-                    continue
-                if len(row) != 2:
-                    raise DataError(f"{path}:{n}: expected '<id>,<group>', got {','.join(row)!r}")
-                groups[strip_image_suffix(row[0].strip())] = row[1].strip()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read groups file ({exc.strerror})") from None
-    if not groups:
-        raise DataError(f"{path}: groups file is empty")
+    for n, key, group in read_pairs(path, "groups file", "<id>,<group>"):
+        ident = strip_image_suffix(key)
+        if not group:
+            raise DataError(f"{path}:{n}: empty group for {ident!r}")
+        if groups.get(ident, group) != group:
+            raise DataError(f"{path}:{n}: {ident!r} is in group {group!r} here and {groups[ident]!r} above")
+        groups[ident] = group
     return groups
 
 
@@ -96,12 +98,23 @@ def discover(
     test: str | Path | None = None,
     groups: str | Path | None = None,
     need_unknown: bool = True,
+    *,
+    window: Window | str | None = None,
+    groups_from: str | None = None,
 ) -> AuditData:
     """Find and load the challenge layout.
 
     Accepted forms: DATA with generated/, real_used/, real_not_used/, real_unknown/; DATA with
     train/ and test/ subfolders; or explicit --train and --test folders (each with generated/).
+    `window` is the CT window for DICOM CT images (`lung`, the default, `mediastinum`, `W,L` or a
+    Window); `groups_from="dicom"` takes each real DICOM image's group from its PatientID.
     """
+    window = parse_window(window)
+    if groups_from is not None and groups_from not in GROUPS_FROM:
+        raise DataError(f"--groups-from {groups_from!r}: unknown source (choose from {', '.join(GROUPS_FROM)})")
+    if groups_from is not None and groups is not None:
+        raise DataError("--groups and --groups-from cannot be combined: give one source of groups")
+    group_table = read_groups(Path(groups)) if groups is not None else None  # a bad file fails before loading
     if data is None and (train is None or test is None):
         raise DataError("give a data folder, or both --train DIR and --test DIR")
     if data is not None and (train is not None or test is not None):
@@ -124,16 +137,16 @@ def discover(
     for p in (train, test):
         if not p.is_dir():
             raise DataError(f"{p}: folder does not exist")
-    generated = _optional(train, GENERATED, required=True)
-    used = _optional(train, REAL_USED)
-    not_used = _optional(train, REAL_NOT_USED)
+    generated = _optional(train, GENERATED, window, required=True)
+    used = _optional(train, REAL_USED, window)
+    not_used = _optional(train, REAL_NOT_USED, window)
     if (used is None) != (not_used is None):
         missing = REAL_NOT_USED if not_used is None else REAL_USED
         raise DataError(f"{train / missing}: folder missing (labelled reals need both real_used/ and real_not_used/)")
-    unknown = _optional(test, REAL_UNKNOWN, required=need_unknown)
+    unknown = _optional(test, REAL_UNKNOWN, window, required=need_unknown)
     test_generated = None
     if test != train:
-        test_generated = _optional(test, GENERATED)
+        test_generated = _optional(test, GENERATED, window)
     audit = AuditData(
         generated=generated,
         real_used=used,
@@ -141,23 +154,40 @@ def discover(
         real_unknown=unknown,
         test_generated=test_generated,
         source=str(data if data is not None else f"{train} + {test}"),
+        window=window,
     )
     _check_ids(audit)
-    if groups is not None:
-        audit.groups = read_groups(Path(groups))
-        if audit.has_labelled:
-            ids = audit.real_used.ids + audit.real_not_used.ids
-            missing = [i for i in ids if i not in audit.groups]
-            if len(missing) == len(ids):
-                raise DataError(f"{groups}: no labelled real image id appears in the groups file "
-                                f"(first labelled id: {ids[0]!r})")
-            if missing:
-                warnings.warn(f"{groups}: {len(missing)} of {len(ids)} labelled reals have no group and count as "
-                              f"their own group (first: {missing[0]!r})", stacklevel=2)
+    if group_table is not None:
+        audit.groups = group_table
+        _check_group_cover(audit, str(groups), "no labelled real image id appears in the groups file",
+                           "have no group")
+    elif groups_from == "dicom":
+        audit.groups = {k: v for s in _reals(audit) for k, v in s.patients.items()}
+        if not audit.groups:
+            raise DataError("--groups-from dicom: no real image is a DICOM file with a PatientID")
+        _check_group_cover(audit, "--groups-from dicom", "no labelled real image is a DICOM file with a PatientID",
+                           "are not DICOM files with a PatientID")
     resized = sum(s.resized for s in _sets(audit))
     if resized:
         audit.notes.append(f"{resized} images were not 256x256 and were resized")
     return audit
+
+
+def _check_group_cover(audit: AuditData, source: str, none_message: str, missing_message: str) -> None:
+    """Labelled reals without a group count as their own group (a warning); none with a group is an error."""
+    if not audit.has_labelled:
+        return
+    ids = audit.real_used.ids + audit.real_not_used.ids
+    missing = [i for i in ids if i not in audit.groups]
+    if len(missing) == len(ids):
+        raise DataError(f"{source}: {none_message} (first labelled id: {ids[0]!r})")
+    if missing:
+        warnings.warn(f"{source}: {len(missing)} of {len(ids)} labelled reals {missing_message} and count as "
+                      f"their own group (first: {missing[0]!r})", stacklevel=3)
+
+
+def _reals(audit: AuditData) -> list[ImageSet]:
+    return [s for s in (audit.real_used, audit.real_not_used, audit.real_unknown) if s is not None]
 
 
 def _sets(audit: AuditData) -> list[ImageSet]:
@@ -168,11 +198,12 @@ def _sets(audit: AuditData) -> list[ImageSet]:
 def _check_ids(audit: AuditData) -> None:
     """Real image ids must be unique across real folders: run files and labels are keyed by id."""
     seen: dict[str, Path] = {}
-    for s in (audit.real_used, audit.real_not_used, audit.real_unknown):
-        if s is None:
-            continue
+    for s in _reals(audit):
         for i, name in zip(s.ids, s.names):
             where = (s.folder / name) if s.folder else Path(name)
+            problem = id_problem(i)
+            if problem:
+                raise DataError(f"{where}: image id {i!r} cannot be written to a run file ({problem}); rename the file")
             if i in seen:
                 raise DataError(f"{where}: duplicate image id {i!r} (also {seen[i]})")
             seen[i] = where

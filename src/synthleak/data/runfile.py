@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError, OutputExistsError
 from ..fsutil import atomic_output
-from .images import list_images, natural_key, strip_image_suffix
+from .images import list_entries, natural_key, strip_image_suffix
 
 
 def check_writable(path: str | Path, force: bool) -> Path:
@@ -59,30 +59,61 @@ def scores_text(ids: list[str], scores) -> str:
     return format_rows(ids, scores, ".8g")
 
 
-def _read_rows(path: Path, what: str) -> list[tuple[int, str, str]]:
+def read_pairs(path: str | Path, what: str, form: str = "<id>,<value>") -> list[tuple[int, str, str]]:
+    """Rows `(line, key, value)` of a two-column CSV file (UTF-8, optional BOM, no header); keys non-empty."""
+    path = Path(path)
     try:
-        text = Path(path).read_text()
+        text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: file does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read {what} ({exc})") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a {what}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
     rows = []
-    for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) != 2:
-            raise DataError(f"{path}:{n}: expected '<id>,<value>', got {','.join(row)!r}")
-        rows.append((n, row[0].strip(), row[1].strip()))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            n = reader.line_num
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 2:
+                raise DataError(f"{path}:{n}: expected '{form}', got {','.join(row)!r}")
+            key, value = row[0].strip(), row[1].strip()
+            if not key:
+                raise DataError(f"{path}:{n}: empty id")
+            rows.append((n, key, value))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not a valid CSV line ({exc})") from None
     if not rows:
         raise DataError(f"{path}: {what} is empty")
     return rows
+
+
+def id_problem(ident: str) -> str | None:
+    """Why an image id cannot be a run-file key (`<id>,<0|1>`, read back as CSV), or None when it can."""
+    if not ident:
+        return "it is empty"
+    if any("\udc80" <= c <= "\udcff" for c in ident):
+        return "its file name is not valid UTF-8"
+    if ident != ident.strip():
+        return "it starts or ends with white space"
+    if "," in ident or '"' in ident:
+        return "it contains a comma or a double quote"
+    if not ident.isprintable():
+        return "it contains a line break or another control character"
+    if strip_image_suffix(ident) != ident:
+        return "it ends with an image extension, which readers of run files strip"
+    return None
 
 
 def read_scores_or_run(path: str | Path) -> tuple[dict[str, float], bool]:
     """Read a run or scores file; returns ({id: value}, is_binary_run). Ids may carry an extension."""
     path = Path(path)
     out: dict[str, float] = {}
-    rows = _read_rows(path, "run/scores file")
+    rows = read_pairs(path, "run/scores file")
     for n, key, value in rows:
         ident = _strip_ext(key)
         try:
@@ -102,7 +133,7 @@ def read_labels(path: str | Path) -> dict[str, int]:
     """`<id or file name>,<0|1>` per line, no header."""
     path = Path(path)
     out: dict[str, int] = {}
-    for n, key, value in _read_rows(path, "labels file"):
+    for n, key, value in read_pairs(path, "labels file"):
         if value not in ("0", "1"):
             raise DataError(f"{path}:{n}: label must be 0 or 1, got {value!r}")
         ident = _strip_ext(key)
@@ -119,8 +150,8 @@ def validate_run(run_path: str | Path, test_dir: str | Path) -> int:
     """Check a run file against a test folder (its real_unknown/ or the folder itself); returns row count."""
     run_path, test_dir = Path(run_path), Path(test_dir)
     folder = test_dir / "real_unknown" if (test_dir / "real_unknown").is_dir() else test_dir
-    expected = {p.stem for p in list_images(folder)}
-    rows = _read_rows(run_path, "run file")
+    expected = {e.id for e in list_entries(folder)}
+    rows = read_pairs(run_path, "run file")
     seen: set[str] = set()
     for n, key, value in rows:
         ident = _strip_ext(key)

@@ -28,9 +28,9 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
     MethodSpec("nearest-local", "synthleak.methods.density:run_nearest_local",
                "nearest-synthetic distance relative to the k-th nearest (local synthetic density; no reference)"),
     MethodSpec(DEFAULT_METHOD, "synthleak.methods.density:run_density_ratio",
-               "the default recipe: density-ratio in 32x32 pixels, difficulty-calibrated by the 100 nearest reals "
-               "(labels unused), kappa-best threshold on the labelled reals",
-               feature_space="pixels32", calibration="neighbours", decision="kappa"),
+               "the default recipe: density-ratio in 64x64 pixels (the baseline's space), difficulty-calibrated by "
+               "the 100 nearest reals (labels unused), kappa-best threshold on the labelled reals",
+               feature_space="pixels", calibration="neighbours", decision="kappa"),
     MethodSpec("density-ratio", "synthleak.methods.density:run_density_ratio",
                "k-NN DOMIAS: log(distance to the k-th nearest real, labels unused) - log(distance to the nearest "
                "synthetic image)"),
@@ -112,7 +112,15 @@ def calibrate_result(result: MethodResult, data: AuditData, cfg: MethodConfig, c
         images = [s for s in ((data.labelled()[0] if result.labelled_scores is not None else None),
                               (data.real_unknown if result.test_scores is not None else None)) if s is not None]
         features = np.concatenate([extractor.extract(s) for s in images])
-    scores = calibration.apply(np.concatenate(parts), features, cfg.seed)
+    if calibration.mode == "non-members":
+        if result.labelled_scores is None:
+            raise SynthleakError("--calibrate non-members needs labelled reals (real_used/ and real_not_used/)")
+        from .base import labelled_folds
+
+        scores = calibration.apply_with_labels(np.concatenate(parts), features, data.labelled()[1],
+                                               labelled_folds(data, cfg))
+    else:
+        scores = calibration.apply(np.concatenate(parts), features, cfg.seed)
     n_lab = len(result.labelled_scores) if result.labelled_scores is not None else 0
     if result.labelled_scores is not None:
         result.labelled_scores = scores[:n_lab]

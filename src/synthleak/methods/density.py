@@ -13,9 +13,9 @@ sample density explains.
 density is p(x) ~ k / (N r_k(x)^D), so log p_synthetic(x) - log p_real(x) is, up to constants and
 the factor D, log r_real,k(x) - log r_synthetic,1(x): how much closer the generator came to x than
 the real population's own spacing around x. The real reference is every real image (labelled and
-test, labels unused, x itself excluded); its k (default 20) reaches past the handful of
-neighbouring slices of x's own patient, which would otherwise make the reference scale measure
-slice spacing rather than the population. Unlike a KDE it needs no bandwidth and no PCA, and it is
+test, labels unused, x itself excluded); its scale is the mean log distance to the 10th..30th
+nearest (`--set k_real=20`), which reaches past the handful of neighbouring slices of x's own
+patient that would otherwise make it measure slice spacing rather than the population. Unlike a KDE it needs no bandwidth and no PCA, and it is
 invariant to any rescaling of the feature space (another CT window or contrast moves numerator
 and denominator together).
 """
@@ -128,17 +128,24 @@ def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
     syn, lab, test, _, record = embed(data, cfg)
     k_real = cfg.option("k_real", 20, int)
     k_syn = cfg.option("k", 1, int)
-    if k_real < 1 or k_syn < 1:
-        raise SynthleakError("--set k_real=N / k=N: N must be at least 1")
+    if k_real < 2 or k_syn < 1:
+        raise SynthleakError("--set k_real=N needs N >= 2 and --set k=N needs N >= 1")
+    # the real reference scale averages log distances over ranks k_real/2 .. 3k_real/2: one rank
+    # alone swings when a patient contributes about that many neighbouring slices
+    low, high = max(1, k_real // 2), k_real + k_real // 2
     reals = np.concatenate([a for a in (lab, test) if a is not None])
-    if len(reals) <= k_real:
-        raise SynthleakError(f"density-ratio needs more than {k_real} real images (labelled + test) for its "
-                             f"reference scale (or --set k_real=N with a smaller N)")
+    if len(reals) < 3:
+        raise SynthleakError(f"density-ratio needs at least 3 real images (labelled + test), got {len(reals)}")
+    if len(reals) <= high:
+        # few reals: the reference ranks shrink with the pool, keeping their share of it
+        high = len(reals) - 1
+        low = max(1, min(low, high // 2))
     d_syn, idx_syn = NeighbourIndex(syn).search(reals, max(k_syn, 3))
-    d_real, _ = NeighbourIndex(reals).search(reals, k_real + 1)  # the first is the image itself
+    d_real, _ = NeighbourIndex(reals).search(reals, high + 1)  # the first is the image itself
     # a floor keeps exact copies (distance 0) finite: far below any real spacing, so they rank first
     floor = 1e-6 * max(float(np.median(d_real[:, -1])), 1e-12)
-    scores = np.log(np.maximum(d_real[:, -1], floor)) - np.log(np.maximum(d_syn[:, :k_syn].mean(1), floor))
+    log_real = np.log(np.maximum(d_real[:, low:high + 1], floor)).mean(1)
+    scores = log_real - np.log(np.maximum(d_syn[:, :k_syn].mean(1), floor))
     n_lab = len(lab) if lab is not None else 0
     result = MethodResult(test_scores=None, trained_on=record, real_features=reals)
     if lab is not None:
@@ -146,7 +153,7 @@ def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
     if test is not None:
         result.test_scores = scores[n_lab:]
         result.neighbours = idx_syn[n_lab:, :3]
-    result.notes.append(f"log(distance to the {k_real}-th nearest of {len(reals) - 1} other real images, labels "
-                        f"unused) - log(distance to the nearest of {len(syn)} synthetic images) in "
+    result.notes.append(f"mean log distance to the {low}th..{high}th nearest of {len(reals) - 1} other real images "
+                        f"(labels unused) minus log distance to the nearest of {len(syn)} synthetic images, in "
                         f"'{cfg.feature_space}' space")
     return result
