@@ -275,7 +275,7 @@ def write_report(report: AuditReport, folder: Path, force: bool = False, y_test:
         distances = np.linalg.norm(test_pixels[:, None, :] - syn_pixels[neighbours[:, :N_NEIGHBOURS]], axis=2)
         evidence = _evidence(report, m, neighbours, distances, assets)
         if evidence:
-            parts.append(f"<h3>Evidence: the most strongly flagged test images</h3>"
+            parts.append("<h3>Evidence: the most strongly flagged test images</h3>"
                          "<p>Left: the real image; right: its nearest synthetic images (distance in 64x64 pixels, "
                          "intensities in [0, 1]). A near-copy is direct visual evidence of memorisation; a merely "
                          "similar anatomy is not.</p>")
