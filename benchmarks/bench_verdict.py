@@ -21,55 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
-from synthleak.bench.build import make_generator, BenchSpec
+from synthleak.bench.build import BenchSpec
+from synthleak.bench.null import CASES, signal_free_verdicts
 from synthleak.bench.phantoms import make_phantoms
 from synthleak.config import MethodConfig
-from synthleak.data.images import ImageSet
-from synthleak.data.layout import AuditData
 from synthleak.pipeline import run_audit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _audit_verdict(data: AuditData, cache: str, seed: int):
-    report = run_audit(data, cfg=MethodConfig(seed=seed, cache_dir=cache, quiet=True), check_control=False,
-                       n_boot=20)
-    if report.verdict is None:
-        raise RuntimeError(report.verdict_error)
-    return report.verdict
-
-
 def signal_free(reps: int, cache: str) -> list[str]:
-    images, patients = make_phantoms(160, 3, seed=11)
-    others, _ = make_phantoms(80, 3, seed=12)
-    generator = make_generator(BenchSpec(generator="rae-gmm", seed=0), quiet=True).fit(others, epochs=60)
-    synthetic = ImageSet.from_arrays(generator.sample(600), [f"gen_{i:04d}" for i in range(600)])
-    ids = [f"real_{i:04d}" for i in range(len(images))]
-    shown = {"a": 0, "b-groups": 0, "b-images": 0}
-    ps: dict[str, list[float]] = {k: [] for k in shown}
+    shown = {c: 0 for c in CASES}
+    ps: dict[str, list[float]] = {c: [] for c in CASES}
     start = time.perf_counter()
-    for rep in range(reps):
-        rng = np.random.default_rng(rep)
-        # (a) 120 images of the pool relabelled at random, 200 others as test reals
-        order = rng.permutation(len(images))
-        lab, test = order[:120], order[120:320]
-        used, not_used = lab[:60], lab[60:]
-        data = _data(images, ids, synthetic, used, not_used, test)
-        v = _audit_verdict(data, cache, rep)
-        ps["a"].append(v.p_value)
-        shown["a"] += v.leakage_shown
-        # (b) disjoint patients: 20 "used" and 20 "not used" patients, 60 more as test reals
-        pats = rng.permutation(160)
-        used = np.flatnonzero(np.isin(patients, pats[:20]))
-        not_used = np.flatnonzero(np.isin(patients, pats[20:40]))
-        test = np.flatnonzero(np.isin(patients, pats[40:100]))
-        for key, with_groups in (("b-groups", True), ("b-images", False)):
-            data = _data(images, ids, synthetic, used, not_used, test,
-                         groups={ids[i]: f"patient_{patients[i]}" for i in range(len(ids))} if with_groups else None)
-            v = _audit_verdict(data, cache, rep)
-            ps[key].append(v.p_value)
-            shown[key] += v.leakage_shown
-        if (rep + 1) % 10 == 0:
+    for rep, case, v in signal_free_verdicts(reps, cache):
+        ps[case].append(v.p_value)
+        shown[case] += v.leakage_shown
+        if case == CASES[-1] and (rep + 1) % 10 == 0:
             print(f"[verdict] {rep + 1}/{reps} repetitions, {time.perf_counter() - start:.0f}s; shown so far {shown}",
                   file=sys.stderr, flush=True)
     rows = ["| signal-free case | leakage shown (alpha 0.05) | median p |", "|---|---|---|"]
@@ -79,12 +47,6 @@ def signal_free(reps: int, cache: str) -> list[str]:
     for key, label in names.items():
         rows.append(f"| {label} | {shown[key]} / {reps} | {np.median(ps[key]):.3f} |")
     return rows + ["", f"{reps} repetitions each, {time.perf_counter() - start:.0f}s in all."]
-
-
-def _data(images, ids, synthetic, used, not_used, test, groups=None) -> AuditData:
-    take = lambda idx: ImageSet.from_arrays(images[idx], [ids[i] for i in idx])
-    return AuditData(generated=synthetic, real_used=take(used), real_not_used=take(not_used),
-                     real_unknown=take(test), groups=groups, source="phantoms (signal-free)")
 
 
 def with_signal(benches: list[Path], cache: str) -> list[str]:
@@ -129,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             "scores, 2,000 relabellings, alpha 0.05.", "",
             "## False alarms on signal-free data", "",
             "Phantom patients (3 slices each); the generator (RAE-GMM) was trained on 80 *other* patients, so no "
-            "labelled image was used. A calibrated test shows leakage in about 5 of 100.", "", *null_rows, "",
+            "labelled image was used (`synthleak.bench.null`). A calibrated test shows leakage in about 5 of 100.", "", *null_rows, "",
             "## Real leaks", "", "`demo` is the demo's data (phantoms, RAE-GMM trained on the members, split by "
-            "patient, groups.csv). Copies are judged in the default recipe's space (32x32 pixels).", "",
+            "patient, groups.csv). Copies are judged in the default recipe's space (64x64 pixels).", "",
             *signal_rows, ""]
     out = RESULTS / f"{args.name}.md"
     out.write_text("\n".join(text))

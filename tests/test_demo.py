@@ -64,7 +64,7 @@ def test_small_demo_runs_and_detects_members(tmp_path, capsys):
     # the verdict comes first (with 14 labelled patients it need not be significant: see test_full_demo)
     verdict = json.loads((tmp_path / "runs" / "run.default.json").read_text())["verdict"]
     assert printed.startswith("verdict: leakage ") and verdict["permutations"] >= 2000
-    assert verdict["copy_share"] > 0.2  # the autoencoder generator reproduces its training patients
+    assert verdict["copy_share"] > 0.1  # the autoencoder reproduces its training patients (chance: ~5%)
 
 
 @pytest.mark.slow

@@ -263,9 +263,11 @@ def test_audit_on_dicom_equals_audit_on_png_export(tiny_challenge, tmp_path, cap
 
     def audit(root: Path, *extra: str) -> tuple[bytes, bytes]:
         out = tmp_path / f"{root.name}.csv"
-        rc = main(["audit", str(root), "--method", "nearest", "--out", str(out), "--bootstrap", "20",
-                   "--cache-dir", "none", "--quiet", *extra])
+        # the default recipe, with the verdict and the HTML report, as a hospital would run it
+        rc = main(["audit", str(root), "--out", str(out), "--bootstrap", "20", "--permutations", "200",
+                   "--report", str(tmp_path / f"{root.name}-report"), "--cache-dir", "none", "--quiet", *extra])
         assert rc == 0, capsys.readouterr().err
+        assert (tmp_path / f"{root.name}-report" / "index.html").exists()
         return out.read_bytes(), (tmp_path / f"{root.name}.scores.csv").read_bytes()
 
     from_dicom = audit(dicom_root, "--groups-from", "dicom")

@@ -358,3 +358,22 @@ def test_feature_errors(change, message):
               "nonmember_features": rng.normal(size=(3, 3))} | change
     with pytest.raises(SynthleakError, match=message):
         verdict([0.1, 0.2, 0.3, 0.4], [1, 1, 0, 0], permutations=100, alpha=0.5, **arrays)
+
+
+def test_copy_reference_both_is_not_fooled_by_a_blurry_generator():
+    """Blurry samples of *other* patients sit closer to every real image than two sharp reals do:
+    Dar's anchor alone calls them copies, the synthetic anchor does not; true copies pass both."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (160, 32))
+    members = centres[:30] + rng.normal(0, 0.8, (30, 32))
+    nonmembers = centres[30:60] + rng.normal(0, 0.8, (30, 32))
+    # a smoothing generator trained on 100 other patients: shrunk towards the mean, far from no one
+    blurry = 0.4 * centres[60 + rng.integers(0, 100, 200)] + rng.normal(0, 0.2, (200, 32))
+    held_out_only = find_copies(members, nonmembers, blurry)
+    both = find_copies(members, nonmembers, blurry, copy_reference="both")
+    assert held_out_only.share > 0.5 and both.share < 0.15
+    copies = np.r_[members[:20] + rng.normal(0, 0.05, (20, 32)), blurry[:180]]
+    found = find_copies(members, nonmembers, copies, copy_reference="both")
+    assert found.share >= 0.09 and {r.synthetic_id for r in found.rows} >= {str(i) for i in range(20)}
+    with pytest.raises(SynthleakError, match="copy_reference"):
+        find_copies(members, nonmembers, blurry, copy_reference="sideways")

@@ -295,7 +295,7 @@ def _add_verdict(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_t
             member_features=labelled[:n_used], nonmember_features=labelled[n_used:],
             synthetic_ids=data.synthetic(cfg.synthetic_pool).ids, member_ids=data.real_used.ids,
             member_groups=groups[:n_used] if groups is not None else None, alpha=alpha, permutations=permutations,
-            seed=cfg.seed)
+            seed=cfg.seed, copy_reference="both")
     except SynthleakError as exc:
         report.verdict_error = str(exc)
         report.warnings.append(f"no verdict: {exc}")

@@ -93,7 +93,8 @@ def verdict_html(report: AuditReport) -> str:
     if v.copy_share is not None and v.copy_share_ci is not None:
         low, high = v.copy_share_ci
         copies = (f" {100 * v.copy_share:.1f}% [{100 * low:.1f}, {100 * high:.1f}] of the synthetic images are judged "
-                  "copies of labelled training images.")
+                  "copies of labelled training images (a generator that copies nothing still gets about 5% by this "
+                  "rule, which held-out real images meet 5% of the time).")
     if v.leakage_shown:
         head = "Leakage shown"
         body = (f"the images known to be in the generator's training set lie measurably closer to what the "
@@ -274,7 +275,7 @@ def write_report(report: AuditReport, folder: Path, force: bool = False, y_test:
         distances = np.linalg.norm(test_pixels[:, None, :] - syn_pixels[neighbours[:, :N_NEIGHBOURS]], axis=2)
         evidence = _evidence(report, m, neighbours, distances, assets)
         if evidence:
-            parts.append(f"<h3>Evidence: the most strongly flagged test images</h3>"
+            parts.append("<h3>Evidence: the most strongly flagged test images</h3>"
                          "<p>Left: the real image; right: its nearest synthetic images (distance in 64x64 pixels, "
                          "intensities in [0, 1]). A near-copy is direct visual evidence of memorisation; a merely "
                          "similar anatomy is not.</p>")
