@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "Phantom patients (3 slices each); the generator (RAE-GMM) was trained on 80 *other* patients, so no "
             "labelled image was used (`synthleak.bench.null`). A calibrated test shows leakage in about 5 of 100.", "", *null_rows, "",
             "## Real leaks", "", "`demo` is the demo's data (phantoms, RAE-GMM trained on the members, split by "
-            "patient, groups.csv). Copies are judged in the default recipe's space (32x32 pixels).", "",
+            "patient, groups.csv). Copies are judged in the default recipe's space (64x64 pixels).", "",
             *signal_rows, ""]
     out = RESULTS / f"{args.name}.md"
     out.write_text("\n".join(text))

@@ -1,4 +1,4 @@
-"""Small helpers for writing image folders in tests."""
+"""Small helpers for tests: image folders on disk, interrupted training runs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,3 +89,22 @@ def write_dicom(path: Path, pixels: np.ndarray, *, modality: str | None = "CT", 
         ds.is_little_endian, ds.is_implicit_VR = True, False
         pydicom.dcmwrite(path, ds, write_like_original=False)
     return path
+
+
+def interrupt_training(monkeypatch, at_call: int) -> list[int]:
+    """Make the training engine raise KeyboardInterrupt at its `at_call`-th epoch (counting from 1), as
+    if the process were killed mid-run. Returns the list of the 0-based epoch of every epoch started
+    (the patch stays: later runs keep recording, so a resumed run shows which epochs it repeated)."""
+    from synthleak.models.engine import TrainingEngine
+
+    real_epoch = TrainingEngine._train_epoch
+    calls: list[int] = []
+
+    def epoch_or_crash(engine):
+        calls.append(engine.epoch)
+        if len(calls) == at_call:
+            raise KeyboardInterrupt
+        return real_epoch(engine)
+
+    monkeypatch.setattr(TrainingEngine, "_train_epoch", epoch_or_crash)
+    return calls

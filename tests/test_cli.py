@@ -198,7 +198,7 @@ def test_default_audit_runs_the_recipe_with_verdict_shift_and_copies(tiny_challe
     assert printed.startswith("verdict: leakage ")
     summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["method"] == "default" and summary["calibration"] == "neighbours"
-    assert summary["feature_space"] == "pixels32" and summary["decision_rule"] == "kappa"
+    assert summary["feature_space"] == "pixels" and summary["decision_rule"] == "kappa"
     assert set(summary["shift"]) >= {"auc", "low", "high", "shifted"}
     assert {"leakage_shown", "p_value", "alpha", "test", "permutations", "copy_share", "copy_share_ci", "ct",
             "authenticity", "memorised_share"} <= set(summary["verdict"])

@@ -13,7 +13,8 @@ from synthleak.features import get_extractor
 from synthleak.features import conv_res_ae
 from synthleak.features.conv_res_ae import ConvResAE, ConvResAEExtractor, ConvResEncoder, build_pretrain_encoder
 from synthleak.models.checkpoint import save_checkpoint
-from synthleak.models.engine import TrainingEngine
+
+from helpers import interrupt_training
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +72,10 @@ def test_training_reduces_l1_and_features_are_deterministic(tmp_path, phantoms):
 
 def test_interrupted_training_resumes(tmp_path, phantoms, monkeypatch):
     images = ImageSet.from_arrays(phantoms[:12])
-    real_epoch = TrainingEngine._train_epoch
-    calls = {"n": 0}
-
-    def flaky(engine):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(engine)
-
-    monkeypatch.setattr(TrainingEngine, "_train_epoch", flaky)
+    interrupt_training(monkeypatch, at_call=2)
     with pytest.raises(KeyboardInterrupt):
         ConvResAEExtractor(_cfg(tmp_path, epochs=2)).fit(images)
     assert list((tmp_path / "cache" / "models" / "conv-res-ae").glob("*.partial"))
-    monkeypatch.setattr(TrainingEngine, "_train_epoch", real_epoch)
     resumed = ConvResAEExtractor(_cfg(tmp_path, epochs=2)).fit(images)
     fresh = ConvResAEExtractor(_cfg(tmp_path, epochs=2, cache_dir="none")).fit(images)
     assert len(resumed.history) == 2

@@ -16,7 +16,8 @@ from synthleak.features import get_extractor
 from synthleak.features import resnet_ae as rae
 from synthleak.features.resnet_ae import ResNetAE, ResNetAEExtractor, load_resnet_ae, train_resnet_ae
 from synthleak.models.checkpoint import save_checkpoint
-from synthleak.models.engine import TrainingEngine
+
+from helpers import interrupt_training
 
 
 def _images(n: int = 8, seed: int = 0) -> ImageSet:
@@ -83,20 +84,10 @@ def test_training_is_cached_and_deterministic(tmp_path):
 def test_training_resumes_after_interruption(tmp_path, monkeypatch):
     images = _images()
     full, _ = train_resnet_ae(images, _cfg(tmp_path / "a", epochs=2))
-    real_epoch = TrainingEngine._train_epoch
-    calls = []
-
-    def crash_on_second(engine):
-        calls.append(engine.epoch)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(engine)
-
-    monkeypatch.setattr(TrainingEngine, "_train_epoch", crash_on_second)
+    calls = interrupt_training(monkeypatch, at_call=2)
     with pytest.raises(KeyboardInterrupt):
         train_resnet_ae(images, _cfg(tmp_path / "b", epochs=2))
     assert len(list((tmp_path / "b" / "cache" / "models" / "resnet-ae").glob("*.partial"))) == 1
-    monkeypatch.setattr(TrainingEngine, "_train_epoch", lambda e: (calls.append(e.epoch), real_epoch(e))[1])
     resumed, _ = train_resnet_ae(images, _cfg(tmp_path / "b", epochs=2))
     assert calls == [0, 1, 1]  # epoch 0 was not repeated
     assert _same_weights(full, resumed)

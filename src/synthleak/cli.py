@@ -132,11 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label-groups", help="<id>,<label group> file, or 'folders' (first subfolder): labelled and "
                    "test reals come from disjoint label groups (a shifted benchmark)")
     b.add_argument("--member-fraction", type=float, default=0.3)
+    b.add_argument("--members", type=int, help="member images (whole groups, as near this count as they allow); "
+                   "overrides --member-fraction")
     b.add_argument("--labelled-fraction", type=float, default=0.2)
-    b.add_argument("--n-generated", type=int, default=3000)
-    b.add_argument("--epochs", type=int, default=300, help="generator training epochs")
-    b.add_argument("--generator", choices=("rae-gmm", "dcgan", "noisy-copies"), default="rae-gmm")
-    b.add_argument("--image-size", type=int, help="generator training resolution (dcgan: power of two, default 128)")
+    b.add_argument("--n-generated", type=int, default=3000, help="synthetic images (per rung with --rungs)")
+    b.add_argument("--epochs", type=int, default=300,
+                   help="generator training epochs (rae-gmm, dcgan; ddpm counts steps: its preset's, or --rungs)")
+    b.add_argument("--generator", choices=("rae-gmm", "dcgan", "ddpm", "noisy-copies"), default="rae-gmm")
+    b.add_argument("--image-size", type=int, help="generator training resolution (dcgan: power of two, default 128; "
+                   "ddpm: the preset's, 32 for cpu, 256 for gpu)")
+    b.add_argument("--preset", help="ddpm size preset: cpu (default; 32 px, 1.1M-parameter UNet) or gpu "
+                   "(256 px, a larger UNet)")
+    b.add_argument("--rungs", help="leak ladder (ddpm, dcgan): training step counts, e.g. 500,1500,4000; writes "
+                   "OUT/rung-<steps>/ per rung and OUT/ladder.json with the memorisation meter")
     _add_common(b)
 
     p = sub.add_parser("pretrain", help="supervised encoder pre-training on a class-folder dataset")
@@ -299,11 +307,17 @@ def cmd_build_bench(args) -> int:
     from .bench.build import build_from_folder
     from .runtime import choose_device
 
-    build_from_folder(Path(args.real), Path(args.out), groups=args.groups, member_fraction=args.member_fraction,
-                      labelled_fraction=args.labelled_fraction, n_generated=args.n_generated,
-                      epochs=args.epochs, generator=args.generator, seed=args.seed,
-                      device=choose_device(args.device), quiet=args.quiet, force=args.force,
-                      label_groups=args.label_groups, image_size=args.image_size)
+    summary = build_from_folder(
+        Path(args.real), Path(args.out), groups=args.groups, member_fraction=args.member_fraction,
+        labelled_fraction=args.labelled_fraction, n_generated=args.n_generated, epochs=args.epochs,
+        generator=args.generator, seed=args.seed, device=choose_device(args.device), quiet=args.quiet,
+        force=args.force, label_groups=args.label_groups, image_size=args.image_size, members=args.members,
+        preset=args.preset, rungs=args.rungs)
+    for rung in summary.get("ladder", []):
+        auc = rung["nearest_test_auc"]
+        print(f"rung-{rung['steps']}: memorised_share {rung['memorised_share']:.3f}, member_closer_share "
+              f"{rung['member_closer_share']:.3f}, nearest test AUC {auc['value']:.3f} "
+              f"[{auc['low']:.3f}, {auc['high']:.3f}]")
     return 0
 
 

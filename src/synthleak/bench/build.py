@@ -21,16 +21,25 @@ from ..errors import OutputExistsError
 from ..runtime import log
 
 
+#: generators build-bench knows (noisy-copies: instant perturbed member copies, for tests)
+GENERATORS = ("rae-gmm", "dcgan", "ddpm", "noisy-copies")
+
+
 @dataclass
 class BenchSpec:
     member_fraction: float = 0.5
     labelled_fraction: float = 0.35
     n_generated_train: int = 200
     n_generated_test: int = 100
-    generator: str = "rae-gmm"  # or 'dcgan', or 'noisy-copies' (instant, for tests)
+    generator: str = "rae-gmm"  # one of GENERATORS
     image_size: int | None = None  # training resolution of the generator (None: its own default)
-    generator_epochs: int = 150
+    generator_epochs: int = 150  # rae-gmm, dcgan
     seed: int = 0
+    #: member images (whole groups, as close to this count as the groups allow); overrides member_fraction
+    members: int | None = None
+    #: ddpm: diffusion preset (models/diffusion.py; None = 'cpu') and training steps (None = the preset's)
+    preset: str | None = None
+    generator_steps: int | None = None
 
 
 def split_by_group(groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -40,9 +49,49 @@ def split_by_group(groups: np.ndarray, fraction: float, rng: np.random.Generator
     return np.isin(groups, uniq[:k])
 
 
-def make_generator(spec: BenchSpec, device: str = "cpu", quiet: bool = False):
+def split_by_count(groups: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of whole groups, taken in random order while each keeps the image count nearest
+    `target` (at least one group, and at least one group left out)."""
+    uniq = rng.permutation(np.unique(groups))
+    chosen, count = [], 0
+    for g in uniq[:-1]:
+        size = int((groups == g).sum())
+        if not chosen or count + size / 2 <= target:
+            chosen.append(g)
+            count += size
+    return np.isin(groups, chosen)
+
+
+def check_generator(spec: BenchSpec) -> None:
+    from ..errors import SynthleakError
+
+    if spec.generator not in GENERATORS:
+        raise SynthleakError(f"--generator {spec.generator!r}: unknown (choose from {', '.join(GENERATORS)})")
+    if spec.preset is not None and spec.generator != "ddpm":
+        raise SynthleakError(f"--preset: only for --generator ddpm (not {spec.generator})")
+    if spec.generator == "ddpm":
+        from ..models.diffusion import check_image_size
+
+        check_image_size(diffusion_config(spec))
+
+
+def diffusion_config(spec: BenchSpec):
+    """The ddpm generator's settings: the preset, at `spec.image_size` when given."""
+    from dataclasses import replace
+
+    from ..models.diffusion import diffusion_preset
+
+    config = diffusion_preset(spec.preset or "cpu")
+    return replace(config, image_size=spec.image_size) if spec.image_size else config
+
+
+def make_generator(spec: BenchSpec, device: str = "cpu", quiet: bool = False,
+                   state_path: str | Path | None = None, diffusion=None):
+    """The generator `spec` names. state_path: resumable training state (dcgan, ddpm); diffusion: a
+    DiffusionConfig replacing the preset's (tests run the GPU preset's code path at toy sizes)."""
     from .generator import NoisyCopyGenerator, RAEGenerator
 
+    check_generator(spec)
     if spec.generator == "rae-gmm":
         return RAEGenerator(seed=spec.seed, device=device, quiet=quiet)
     if spec.generator == "noisy-copies":
@@ -50,8 +99,12 @@ def make_generator(spec: BenchSpec, device: str = "cpu", quiet: bool = False):
     if spec.generator == "dcgan":
         from .dcgan import DCGANBenchGenerator
 
-        return DCGANBenchGenerator(side=spec.image_size or 128, seed=spec.seed, device=device, quiet=quiet)
-    raise ValueError(f"unknown generator {spec.generator!r}")
+        return DCGANBenchGenerator(side=spec.image_size or 128, seed=spec.seed, device=device, quiet=quiet,
+                                   state_path=state_path)
+    from .ddpm import DDPMBenchGenerator
+
+    return DDPMBenchGenerator(diffusion or diffusion_config(spec), seed=spec.seed, device=device, quiet=quiet,
+                              state_path=state_path)
 
 
 def _write_pngs(folder: Path, prefix: str, images: np.ndarray, start: int = 1) -> list[str]:
@@ -75,7 +128,8 @@ def split_membership(groups: np.ndarray, spec: BenchSpec, rng: np.random.Generat
     so that every population has both.
     """
     if label_groups is None:
-        member = split_by_group(groups, spec.member_fraction, rng)
+        member = (split_by_group(groups, spec.member_fraction, rng) if spec.members is None
+                  else split_by_count(groups, spec.members, rng))
         labelled = np.zeros(len(groups), bool)
         for side in (member, ~member):
             sub = split_by_group(groups[side], spec.labelled_fraction, rng)
@@ -87,7 +141,11 @@ def split_membership(groups: np.ndarray, spec: BenchSpec, rng: np.random.Generat
     member = np.zeros(len(groups), bool)
     for name in names:
         inside = np.flatnonzero(label_groups == name)
-        member[inside[split_by_group(groups[inside], spec.member_fraction, rng)]] = True
+        if spec.members is None:
+            chosen = split_by_group(groups[inside], spec.member_fraction, rng)
+        else:  # each label group gets its share of the member count
+            chosen = split_by_count(groups[inside], round(spec.members * len(inside) / len(groups)), rng)
+        member[inside[chosen]] = True
     # whole label groups, in random order, become labelled while that brings the labelled share
     # closer to labelled_fraction (at least one group labelled, at least one left for the test set)
     target = spec.labelled_fraction * len(groups)
@@ -120,25 +178,59 @@ def _check_label_groups(groups: np.ndarray, label_groups: np.ndarray) -> None:
                             "(members and non-members are drawn within each label group)")
 
 
+def draw_split(groups: np.ndarray, spec: BenchSpec, label_groups: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """(member, labelled, rng): the split every benchmark built with `spec.seed` shares, whatever its
+    generator, and the random stream that goes on to name the test files."""
+    rng = np.random.default_rng(spec.seed)
+    member, labelled = split_membership(groups, spec, rng, label_groups)
+    return member, labelled, rng
+
+
+def check_members(spec: BenchSpec, groups: np.ndarray, label_groups: np.ndarray | None = None,
+                  source: str = "the real images") -> None:
+    """--members must leave non-members, and give at least two member groups (labelled and test members)."""
+    from ..errors import DataError
+
+    if spec.members is None:
+        return
+    n = len(groups)
+    if spec.members < 2 or spec.members >= n:
+        raise DataError(f"--members {spec.members}: {source} hold {n} images; members must be at least 2 "
+                        "and leave some images as non-members")
+    member, _, _ = draw_split(groups, spec, label_groups)
+    if len(np.unique(groups[member])) < 2:
+        raise DataError(f"--members {spec.members}: selects {int(member.sum())} images of a single patient group "
+                        f"in {source}; members need at least 2 groups (labelled and test members)")
+
+
+def refuse_existing(out: Path, force: bool) -> None:
+    """An output folder that exists and is not empty is replaced only with --force."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+
+
 def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchSpec,
                     device: str = "cpu", quiet: bool = False, force: bool = False,
-                    label_groups: np.ndarray | None = None, synthetic: np.ndarray | None = None) -> dict:
+                    label_groups: np.ndarray | None = None, synthetic: np.ndarray | None = None,
+                    source: dict | None = None) -> dict:
     """Write the challenge layout to `out`; returns a summary dict.
 
     `synthetic` supplies the generated images instead of training `spec.generator` on the members
-    (signal-free controls: images from a generator that saw neither members nor non-members).
+    (signal-free controls: images from a generator that saw neither members nor non-members; or a
+    leak-ladder rung sampled by the caller). `source` fields describe where they came from: they
+    are merged into the summary (and SOURCE.json).
 
     The benchmark is built in a temporary folder beside `out` and renamed into place at the end, so an
     interrupted build never leaves a half-written benchmark. An existing non-empty `out` is replaced
     only with `force`.
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise OutputExistsError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    refuse_existing(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        summary = _write_benchmark(images, groups, staging, spec, device, quiet, label_groups, synthetic)
+        summary = _write_benchmark(images, groups, staging, spec, device, quiet, label_groups, synthetic, source)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(staging, out)
@@ -151,12 +243,15 @@ def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Ben
 
 def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchSpec, device: str,
                      quiet: bool, label_groups: np.ndarray | None = None,
-                     synthetic: np.ndarray | None = None) -> dict:
-    rng = np.random.default_rng(spec.seed)
-    member, labelled = split_membership(groups, spec, rng, label_groups)
+                     synthetic: np.ndarray | None = None, source: dict | None = None) -> dict:
+    member, labelled, rng = draw_split(groups, spec, label_groups)
     generator = None
     if synthetic is None:
-        generator = make_generator(spec, device, quiet).fit(images[member], epochs=spec.generator_epochs)
+        generator = make_generator(spec, device, quiet)
+        if spec.generator == "ddpm":  # diffusion training is counted in steps, not epochs
+            generator.fit(images[member], max_steps=spec.generator_steps)
+        else:
+            generator.fit(images[member], epochs=spec.generator_epochs)
         synthetic = generator.sample(spec.n_generated_train + spec.n_generated_test)
     elif len(synthetic) < spec.n_generated_train + spec.n_generated_test:
         raise ValueError("fewer synthetic images supplied than n_generated_train + n_generated_test")
@@ -185,6 +280,11 @@ def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Be
         "generator_steps": getattr(generator, "steps_trained", None),
         "generator_image_size": getattr(generator, "side", None),
     }
+    if spec.members is not None:
+        summary["members_requested"] = spec.members
+    if generator is not None and hasattr(generator, "describe"):
+        summary.update(generator.describe())
+    summary.update(source or {})
     if label_groups is not None:
         label_groups = np.asarray(label_groups).astype(str)
         summary["label_groups"] = {"labelled": sorted(map(str, set(label_groups[labelled]))),
@@ -200,19 +300,34 @@ def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, m
                       labelled_fraction: float = 0.2, n_generated: int = 3000, epochs: int = 300,
                       generator: str = "rae-gmm", seed: int = 0, device: str = "cpu", quiet: bool = False,
                       force: bool = False, label_groups: str | Path | None = None,
-                      image_size: int | None = None) -> dict:
+                      image_size: int | None = None, members: int | None = None, preset: str | None = None,
+                      rungs: str | list[int] | None = None) -> dict:
     """`synthleak build-bench`: every image below `real` (recursively) is a candidate member.
 
     Without a groups file each image is its own group: then slices of one patient can fall on both
     sides of the member split, and the real-only control will show how much that leaks.
     `label_groups` (a `<id>,<label group>` file, or "folders" for the first subfolder below `real`)
     draws the labelled and the test reals from disjoint label groups (see split_membership).
+    `members` (an image count, whole groups) overrides `member_fraction`. `rungs` (step counts, ddpm
+    or dcgan) builds a leak ladder instead of one benchmark (bench/ladder.py).
     """
     from ..data.images import IMAGE_SUFFIXES, load_image, natural_key
     from ..data.layout import read_groups
     from ..errors import DataError
 
-    real = Path(real)
+    real, out = Path(real), Path(out)
+    n_test = int(round(n_generated / 3))
+    spec = BenchSpec(member_fraction=member_fraction, labelled_fraction=labelled_fraction,
+                     n_generated_train=n_generated - n_test, n_generated_test=n_test, generator=generator,
+                     generator_epochs=epochs, seed=seed, image_size=image_size, members=members, preset=preset)
+    # every check that needs no image comes first: bad options fail at once, not after loading
+    if rungs is not None:
+        from .ladder import check_ladder
+
+        rungs = check_ladder(spec, rungs)
+    else:
+        check_generator(spec)
+    refuse_existing(out, force)
     if not real.is_dir():
         raise DataError(f"{real}: folder does not exist")
     files = sorted((p for p in real.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES),
@@ -240,9 +355,11 @@ def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, m
             if missing:
                 raise DataError(f"{label_groups}: {len(missing)} images have no label group (first: {missing[0]!r})")
             label_group_ids = np.array([label_table[s] for s in stems])
-    n_test = int(round(n_generated / 3))
-    spec = BenchSpec(member_fraction=member_fraction, labelled_fraction=labelled_fraction,
-                     n_generated_train=n_generated - n_test, n_generated_test=n_test, generator=generator,
-                     generator_epochs=epochs, seed=seed, image_size=image_size)
+    check_members(spec, group_ids, label_group_ids, source=str(real))
+    if rungs is not None:
+        from .ladder import build_ladder
+
+        return build_ladder(images, group_ids, out, spec, rungs, device=device, quiet=quiet, force=force,
+                            label_groups=label_group_ids)
     return build_benchmark(images, group_ids, out, spec, device=device, quiet=quiet, force=force,
                            label_groups=label_group_ids)

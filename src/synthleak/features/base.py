@@ -10,6 +10,9 @@ import numpy as np
 from ..cache import cached_array, make_key
 from ..config import MethodConfig
 from ..data.images import ImageSet
+from ..errors import SynthleakError
+from ..models.checkpoint import state_digest
+from ..runtime import log
 
 
 class FeatureExtractor(ABC):
@@ -48,6 +51,50 @@ class FeatureExtractor(ABC):
         key = make_key(self.cache_key(), images.content_key())
         feats = cached_array(self.cfg.cache_dir, f"features/{self.name}", key, lambda: self.transform(images))
         return np.asarray(feats, dtype=np.float32)
+
+
+class TrainedModelExtractor(FeatureExtractor):
+    """A feature space read out of one network trained on the synthetic images, or loaded with --weights.
+
+    Subclasses implement `train_model(synthetic, description)` (train or load from the cache) and
+    `load_model(path)`, both returning (model, meta), and set `version` (bumped when the network or
+    its training changes). The feature cache key is (name, version, digest of the weights).
+    """
+
+    trainable = True
+    version: int = 1
+
+    def __init__(self, cfg: MethodConfig):
+        super().__init__(cfg)
+        self.model: Any = None
+        self.meta: dict = {}
+        self._digest = ""
+
+    @abstractmethod
+    def train_model(self, synthetic: ImageSet, description: str) -> tuple[Any, dict]:
+        """(trained model, meta), trained on these synthetic images or loaded from the model cache."""
+
+    @abstractmethod
+    def load_model(self, path: str) -> tuple[Any, dict]:
+        """(model, meta) from a checkpoint file (--weights)."""
+
+    def fit(self, synthetic: ImageSet, description: str = "") -> "TrainedModelExtractor":
+        if self.cfg.weights:
+            self.model, self.meta = self.load_model(self.cfg.weights)
+            log(f"[{self.name}] using trained weights {self.cfg.weights} (no training)", self.cfg.quiet)
+        else:
+            self.model, self.meta = self.train_model(synthetic, description)
+        self._digest = state_digest(self.model)
+        return self
+
+    def _require_model(self) -> Any:
+        if self.model is None:
+            raise SynthleakError(f"{self.name}: fit() must train or load the model before extracting features")
+        return self.model
+
+    def cache_key(self) -> str:
+        self._require_model()
+        return make_key(self.name, self.version, self._digest)
 
 
 @dataclass

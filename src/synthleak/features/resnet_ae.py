@@ -17,12 +17,12 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
 from ..models.autoencoder import l1_reconstruction, train_reconstruction
-from ..models.checkpoint import load_checkpoint, load_into, state_digest
+from ..models.checkpoint import load_checkpoint, load_into
 from ..models.engine import TrainResult
 from ..models.resnet_ae import ResNetAE
 from ..models.tensors import autocast, to_tensor
 from ..runtime import log, seed_everything
-from .base import FeatureExtractor
+from .base import TrainedModelExtractor
 
 ARCH = "resnet-ae"
 #: bump when the architecture or training loop changes, so cached models are retrained
@@ -144,41 +144,27 @@ def encode_and_reconstruct(model: ResNetAE, pixels: np.ndarray, device: str, bat
     return np.concatenate(latents).astype(np.float32), np.concatenate(errors).astype(np.float32)
 
 
-class ResNetAEExtractor(FeatureExtractor):
+class ResNetAEExtractor(TrainedModelExtractor):
     """512-d latent of a ResNet autoencoder trained on the synthetic images (`--weights` loads one)."""
 
     name = "resnet-ae"
-    trainable = True
+    version = VERSION
     scale = False  # one learned space: raw Euclidean / cosine geometry is meaningful
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
         self.settings = ResNetAESettings.from_config(cfg)
         self.model: ResNetAE | None = None
-        self.meta: dict = {}
-        self._digest = ""
 
-    def fit(self, synthetic: ImageSet, description: str = "") -> "ResNetAEExtractor":
-        if self.cfg.weights:
-            self.model, self.meta = load_resnet_ae(self.cfg.weights, self.cfg.device)
-            log(f"[resnet-ae] using trained weights {self.cfg.weights} (no training)", self.cfg.quiet)
-        else:
-            self.model, self.meta = train_resnet_ae(synthetic, self.cfg, self.settings, description)
-        self._digest = state_digest(self.model)
-        return self
+    def train_model(self, synthetic: ImageSet, description: str) -> tuple[ResNetAE, dict]:
+        return train_resnet_ae(synthetic, self.cfg, self.settings, description)
 
-    def _require_model(self) -> ResNetAE:
-        if self.model is None:
-            raise SynthleakError("resnet-ae: fit() must train or load the autoencoder before extracting features")
-        return self.model
+    def load_model(self, path: str) -> tuple[ResNetAE, dict]:
+        return load_resnet_ae(path, self.cfg.device)
 
     def feature_names(self) -> list[str]:
         dim = self.model.latent_dim if self.model is not None else self.settings.latent_dim
         return [f"ae_latent_{i}" for i in range(dim)]
-
-    def cache_key(self) -> str:
-        self._require_model()
-        return make_key(self.name, VERSION, self._digest)
 
     def _latent_and_error(self, images: ImageSet) -> np.ndarray:
         """[n, latent_dim + 1]: latent and reconstruction error, cached together (one forward pass)."""

@@ -28,9 +28,9 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
     MethodSpec("nearest-local", "synthleak.methods.density:run_nearest_local",
                "nearest-synthetic distance relative to the k-th nearest (local synthetic density; no reference)"),
     MethodSpec(DEFAULT_METHOD, "synthleak.methods.density:run_density_ratio",
-               "the default recipe: density-ratio in 32x32 pixels, difficulty-calibrated by the 100 nearest reals "
-               "(labels unused), kappa-best threshold on the labelled reals",
-               feature_space="pixels32", calibration="neighbours", decision="kappa"),
+               "the default recipe: density-ratio in 64x64 pixels (the baseline's space), difficulty-calibrated by "
+               "the 100 nearest reals (labels unused), kappa-best threshold on the labelled reals",
+               feature_space="pixels", calibration="neighbours", decision="kappa"),
     MethodSpec("density-ratio", "synthleak.methods.density:run_density_ratio",
                "k-NN DOMIAS: log(distance to the k-th nearest real, labels unused) - log(distance to the nearest "
                "synthetic image)"),
