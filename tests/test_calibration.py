@@ -103,9 +103,11 @@ def test_density_ratio_is_invariant_to_an_intensity_window(tiny_challenge):
     """Another window (a linear intensity map) rescales every distance alike: the ranking stays."""
     data = discover(tiny_challenge)
 
-    def windowed(s: ImageSet | None) -> ImageSet | None:
-        return None if s is None else ImageSet.from_arrays((s.pixels.astype(np.float32) * 0.5 + 40).astype(np.uint8),
-                                                           s.ids)
+    def windowed(s) -> ImageSet | None:
+        if s is None:
+            return None
+        s = s.materialise() if hasattr(s, "materialise") else s  # synthetic sets stream from their files
+        return ImageSet.from_arrays((s.pixels.astype(np.float32) * 0.5 + 40).astype(np.uint8), s.ids)
 
     other = AuditData(**{k: windowed(getattr(data, k)) for k in
                          ("generated", "real_used", "real_not_used", "real_unknown", "test_generated")})
