@@ -106,7 +106,10 @@ def _feature_matrix(values, name: str, min_rows: int) -> np.ndarray:
         raise SynthleakError(f"{name}: expected a 2-D [n, d] array, got shape {arr.shape}")
     if len(arr) < min_rows:
         raise SynthleakError(f"{name}: {len(arr)} row(s); at least {min_rows} needed")
-    if not np.isfinite(arr).all():
+    # in row blocks: a streamed synthetic matrix is memory-mapped, and a whole-matrix mask would cost
+    # a quarter of its size again
+    step = max(1, (64 << 20) // max(1, arr.shape[1] * arr.itemsize))
+    if not all(np.isfinite(arr[s:s + step]).all() for s in range(0, len(arr), step)):
         raise SynthleakError(f"{name}: contains NaN or infinite values")
     return arr
 
@@ -239,7 +242,8 @@ def _nearest_outside(index: NeighbourIndex, queries: np.ndarray, query_keys: np.
     todo = np.arange(len(queries))
     k = min(len(db_keys), 8)
     while len(todo):
-        dist, idx = index.search(queries[todo], k)
+        # every query in the first round: search the (possibly memory-mapped) matrix itself, not a copy
+        dist, idx = index.search(queries if len(todo) == len(queries) else queries[todo], k)
         outside = db_keys[idx] != query_keys[todo, None]
         found = outside.any(axis=1)
         first = outside.argmax(axis=1)
@@ -291,6 +295,13 @@ def memorised_share(members, synthetic, *, member_groups=None, ratio: float = 1 
     return float(np.mean(d_first < ratio * d_second))
 
 
+def _project(pca, features: np.ndarray, rows: int = 8192) -> np.ndarray:
+    """PCA scores in row blocks: centring a whole (memory-mapped) synthetic matrix would copy it."""
+    return np.concatenate([pca.transform(features[s:s + rows]).astype(np.float32)
+                           for s in range(0, len(features), rows)]) if len(features) else \
+        np.zeros((0, pca.n_components_), np.float32)
+
+
 def data_copying_ct(members, nonmembers, synthetic, *, cells: int = 3, min_synthetic: int = 20,
                     pca_dims: int = 64, seed: int = 0) -> float:
     """Meehan et al.'s C_T (2020): << 0 copying, ~0 like fresh reals, >> 0 underfitting.
@@ -315,8 +326,7 @@ def data_copying_ct(members, nonmembers, synthetic, *, cells: int = 3, min_synth
     _same_width(member_features=members, nonmember_features=nonmembers, synthetic_features=synthetic)
     if members.shape[1] > pca_dims:
         pca = PCA(n_components=min(pca_dims, len(members)), random_state=seed).fit(members)
-        members, nonmembers, synthetic = (pca.transform(a).astype(np.float32)
-                                          for a in (members, nonmembers, synthetic))
+        members, nonmembers, synthetic = (_project(pca, a) for a in (members, nonmembers, synthetic))
     kmeans = KMeans(n_clusters=cells, n_init=10, random_state=seed).fit(members)
     cell_t, cell_p, cell_q = kmeans.labels_, kmeans.predict(nonmembers), kmeans.predict(synthetic)
     z_scores, weights = [], []
