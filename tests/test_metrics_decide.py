@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synthleak.decide import (DecisionRule, best_threshold, cv_decisions, cv_folds, threshold_at_fpr,
                               threshold_at_rate)
@@ -124,3 +126,43 @@ def test_paired_gain_is_the_difference_with_an_interval_around_it():
     assert 0 < gain.low < gain.value < gain.high
     same = paired_gain(y, better, better, n_boot=50)
     assert same.value == same.low == same.high == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)), min_size=1, max_size=60))
+def test_decision_metrics_equal_scikit_learn(pairs):
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, precision_recall_fscore_support
+
+    y, pred = (np.array(v) for v in zip(*pairs))
+    ours = decision_metrics(y, pred)
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, average="binary", pos_label=1,
+                                                               zero_division=0)
+    kappa = cohen_kappa_score(y, pred) if len(np.unique(np.r_[y, pred])) > 1 else 0.0
+    expected = {"accuracy": accuracy_score(y, pred), "precision": precision, "recall": recall, "f1": f1,
+                "kappa": kappa}
+    for name, value in expected.items():
+        assert ours[name] == pytest.approx(value, abs=1e-12), name
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 1)), min_size=2, max_size=80),
+       st.sampled_from(["kappa", "f1"]))
+def test_vectorised_threshold_search_equals_the_scikit_learn_loop(pairs, objective):
+    """The threshold found from confusion counts is the one a loop over sklearn's metric finds (ties in scores
+    from the integer strategy included)."""
+    from sklearn.metrics import cohen_kappa_score, f1_score
+
+    from synthleak.decide import _candidates
+
+    scores, y = (np.array(v) for v in zip(*pairs))
+    scores = scores.astype(float)
+    best_t, best_v = float(np.median(scores)), -np.inf
+    for t in _candidates(scores):
+        pred = (scores >= t).astype(int)
+        if objective == "kappa":
+            v = 0.0 if pred.min() == pred.max() or len(np.unique(np.r_[y, pred])) < 2 else cohen_kappa_score(y, pred)
+        else:
+            v = f1_score(y, pred, zero_division=0)
+        if v > best_v + 1e-12:
+            best_t, best_v = float(t), v
+    assert best_threshold(scores, y, objective) == best_t

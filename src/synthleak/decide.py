@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from .metrics import confusion_counts, f1_from_counts, kappa_from_counts
 
 OBJECTIVES = ("kappa", "f1")
 MODES = (*OBJECTIVES, "fpr", "rate", "quantile", "mixture", "tail")
@@ -59,16 +60,13 @@ def best_threshold(scores: np.ndarray, y: np.ndarray, objective: str = "kappa") 
     cands = _candidates(scores)
     if len(cands) > 512:  # quantile grid keeps this O(n) per candidate set on large label sets
         cands = np.unique(np.quantile(scores, np.linspace(0, 1, 513)))
-    metric = cohen_kappa_score if objective == "kappa" else (lambda a, b: f1_score(a, b, zero_division=0))
+    # every candidate at once from confusion counts (metrics.py), then the same first-best rule as a loop
+    tp, fp, fn, tn = confusion_counts(y, scores[None, :] >= cands[:, None])
+    values = kappa_from_counts(tp, fp, fn, tn) if objective == "kappa" else f1_from_counts(tp, fp, fn)
     best_t, best_v = float(np.median(scores)), -np.inf
-    for t in cands:
-        pred = (scores >= t).astype(int)
-        if pred.min() == pred.max() and objective == "kappa":
-            v = 0.0
-        else:
-            v = metric(y, pred)
+    for t, v in zip(cands, values):
         if v > best_v + 1e-12:
-            best_t, best_v = float(t), v
+            best_t, best_v = float(t), float(v)
     return best_t
 
 

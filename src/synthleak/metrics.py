@@ -1,14 +1,17 @@
 """Metrics the challenge and privacy research expect, with bootstrap confidence intervals.
 
 Decision metrics (accuracy, precision, recall, F1, Cohen's kappa) need 0/1 predictions; ranking
-metrics (ROC AUC, TPR at 1% and 0.1% FPR) need continuous scores. All come from scikit-learn.
+metrics (ROC AUC, TPR at 1% and 0.1% FPR) need continuous scores. Ranking metrics come from
+scikit-learn; the binary decision metrics are computed from the four confusion counts with
+scikit-learn's formulas (tests/test_metrics_decide.py checks they agree), because the threshold search and the
+bootstrap call them thousands of times per audit and scikit-learn's input validation dominated that.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import accuracy_score, auc, cohen_kappa_score, precision_recall_fscore_support, roc_curve
+from sklearn.metrics import auc, roc_curve
 
 DECISION_METRICS = ("accuracy", "precision", "recall", "f1", "kappa")
 SCORE_METRICS = ("auc", "tpr@1%fpr", "tpr@0.1%fpr")
@@ -25,17 +28,45 @@ def tpr_at_fpr(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
     return _tpr_at(fpr, tpr, target_fpr)
 
 
+def confusion_counts(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(tp, fp, fn, tn) of 0/1 predictions; `pred` may be [n] or [candidates, n] (one row per threshold)."""
+    y, pred = np.asarray(y, bool), np.asarray(pred, bool)
+    tp = (pred & y).sum(axis=-1)
+    fp = (pred & ~y).sum(axis=-1)
+    fn = y.sum() - tp
+    tn = (~y).sum() - fp
+    return tp, fp, fn, tn
+
+
+def kappa_from_counts(tp, fp, fn, tn) -> np.ndarray:
+    """Cohen's kappa as scikit-learn computes it (1 - observed / expected disagreement); 0 where it is
+    undefined (labels and predictions one constant class)."""
+    tp, fp, fn, tn = (np.asarray(a, float) for a in (tp, fp, fn, tn))
+    n = tp + fp + fn + tn
+    pred_neg, pred_pos, true_neg, true_pos = tn + fn, fp + tp, tn + fp, fn + tp
+    expected = pred_neg * true_pos / n + pred_pos * true_neg / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = 1.0 - (fp + fn) / expected
+    return np.where(expected > 0, kappa, 0.0)
+
+
+def f1_from_counts(tp, fp, fn) -> np.ndarray:
+    tp, fp, fn = (np.asarray(a, float) for a in (tp, fp, fn))
+    denominator = 2 * tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, 0.0)
+
+
 def decision_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    y, pred = np.asarray(y, int), np.asarray(pred, int)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y, pred, average="binary", pos_label=1, zero_division=0)
+    tp, fp, fn, tn = (int(c) for c in confusion_counts(y, pred))
+    n = tp + fp + fn + tn
     return {
-        "accuracy": float(accuracy_score(y, pred)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
+        "accuracy": (tp + tn) / n if n else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": float(f1_from_counts(tp, fp, fn)),
         # kappa is undefined (0/0) when labels and predictions are one constant class: report 0 (chance)
-        "kappa": float(cohen_kappa_score(y, pred)) if len(np.unique(np.r_[y, pred])) > 1 else 0.0,
+        "kappa": float(kappa_from_counts(tp, fp, fn, tn)),
     }
 
 
