@@ -56,7 +56,7 @@ estimates for the whole training set.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -100,16 +100,21 @@ def _group_codes(groups, n: int, name: str) -> np.ndarray:
     return np.unique(arr.astype(str), return_inverse=True)[1]
 
 
+def _row_blocks(arr: np.ndarray, block_bytes: int = 64 << 20) -> Iterator[np.ndarray]:
+    """Consecutive row slices of about block_bytes: a streamed synthetic matrix is memory-mapped, and a
+    whole-matrix temporary (a mask, a centred copy) would cost a large part of its size again."""
+    step = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
+    for start in range(0, len(arr), step):
+        yield arr[start:start + step]
+
+
 def _feature_matrix(values, name: str, min_rows: int) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float32)
     if arr.ndim != 2:
         raise SynthleakError(f"{name}: expected a 2-D [n, d] array, got shape {arr.shape}")
     if len(arr) < min_rows:
         raise SynthleakError(f"{name}: {len(arr)} row(s); at least {min_rows} needed")
-    # in row blocks: a streamed synthetic matrix is memory-mapped, and a whole-matrix mask would cost
-    # a quarter of its size again
-    step = max(1, (64 << 20) // max(1, arr.shape[1] * arr.itemsize))
-    if not all(np.isfinite(arr[s:s + step]).all() for s in range(0, len(arr), step)):
+    if not all(np.isfinite(block).all() for block in _row_blocks(arr)):
         raise SynthleakError(f"{name}: contains NaN or infinite values")
     return arr
 
@@ -295,11 +300,9 @@ def memorised_share(members, synthetic, *, member_groups=None, ratio: float = 1 
     return float(np.mean(d_first < ratio * d_second))
 
 
-def _project(pca, features: np.ndarray, rows: int = 8192) -> np.ndarray:
-    """PCA scores in row blocks: centring a whole (memory-mapped) synthetic matrix would copy it."""
-    return np.concatenate([pca.transform(features[s:s + rows]).astype(np.float32)
-                           for s in range(0, len(features), rows)]) if len(features) else \
-        np.zeros((0, pca.n_components_), np.float32)
+def _project(pca, features: np.ndarray) -> np.ndarray:
+    """PCA scores, computed block by block (see _row_blocks); features hold at least one row."""
+    return np.concatenate([pca.transform(block).astype(np.float32) for block in _row_blocks(features)])
 
 
 def data_copying_ct(members, nonmembers, synthetic, *, cells: int = 3, min_synthetic: int = 20,
