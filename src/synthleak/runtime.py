@@ -54,12 +54,23 @@ class Progress:
     label: str
     total: int | None = None
     quiet: bool = False
+    #: seconds between lines (0: a line per update); the update reaching `total` always prints
+    every: float = 0.0
     _start: float = field(default_factory=time.perf_counter)
+    _last_line: float = float("-inf")
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self._start, 1e-9)
 
     def update(self, done: int, extra: str = "") -> None:
         if self.quiet:
             return
-        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        now = time.perf_counter()
+        if now - self._last_line < self.every and not (self.total and done >= self.total):
+            return
+        self._last_line = now
+        elapsed = self.elapsed
         rate = done / elapsed
         of = f"/{self.total}" if self.total else ""
         msg = f"[{self.label}] {done}{of} ({rate:.1f}/s, {elapsed:.0f}s"

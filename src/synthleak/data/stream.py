@@ -26,7 +26,6 @@ materialised subset keep the cache keys they had when every image was in memory.
 from __future__ import annotations
 
 import hashlib
-import time
 import warnings
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -231,13 +230,10 @@ class LazyImageSet:
         """The images (all, or `indices`) decoded into an in-memory ImageSet, keyed by pixel hashes."""
         part = self if indices is None else self.subset(indices)
         pixels = np.empty((len(part), self.size, self.size), dtype=np.uint8)
-        progress = Progress(f"decoding {len(part)} synthetic images", len(part), quiet=quiet)
-        last = time.perf_counter()
+        progress = Progress(f"decoding {len(part)} synthetic images", len(part), quiet=quiet, every=PROGRESS_EVERY_S)
         for s, chunk in part.iter_chunks():
             pixels[s:s + len(chunk)] = chunk.pixels
-            if time.perf_counter() - last >= PROGRESS_EVERY_S or s + len(chunk) == len(part):
-                progress.update(s + len(chunk), "images")
-                last = time.perf_counter()
+            progress.update(s + len(chunk), "images")
         return ImageSet(ids=part.ids, names=part.names, pixels=pixels, hashes=pixel_hashes(pixels),
                         folder=self.folder, resized=part.resized, converted=part.converted, patients=part.patients)
 

@@ -174,8 +174,8 @@ def _build(path: Path, extractor: FeatureExtractor, images: LazyImageSet, cfg: M
         batches = ((s, extractor.transform(chunk)) for s, chunk in images.iter_chunks(DEFAULT_CHUNK, start))
         checkpoints = True
     writer: StoreWriter | None = None if dim is None else StoreWriter(partial, n, dim, create=False)
-    progress = Progress(f"{label} of {n} images", n - start, quiet=cfg.quiet)
-    done, last_line, last_checkpoint = 0, 0.0, time.perf_counter()
+    progress = Progress(f"{label} of {n} images", n - start, quiet=cfg.quiet, every=PROGRESS_EVERY_S)
+    done, last_checkpoint = 0, time.perf_counter()
     try:
         for where, feats in batches:
             feats = np.asarray(feats, dtype=np.float32)
@@ -183,10 +183,8 @@ def _build(path: Path, extractor: FeatureExtractor, images: LazyImageSet, cfg: M
                 writer = StoreWriter(partial, n, feats.shape[1], create=True)
             writer.write(where, feats)
             done += len(feats)
+            progress.update(done, "images decoded and embedded")
             now = time.perf_counter()
-            if now - last_line >= PROGRESS_EVERY_S or done == n - start:
-                progress.update(done, "images decoded and embedded")
-                last_line = now
             if checkpoints and now - last_checkpoint >= CHECKPOINT_EVERY_S:
                 writer.sync()
                 progress_file.write_text(json.dumps({"rows": start + done, "dim": writer.dim}))
@@ -199,7 +197,7 @@ def _build(path: Path, extractor: FeatureExtractor, images: LazyImageSet, cfg: M
             writer.close()
     os.replace(partial, path)
     progress_file.unlink(missing_ok=True)
-    elapsed = time.perf_counter() - progress._start
+    elapsed = progress.elapsed
     log(f"[{label}] {done} images in {format_seconds(elapsed)} ({done / max(elapsed, 1e-9):.0f} images/s) -> "
         f"{path.name}", cfg.quiet)
 
