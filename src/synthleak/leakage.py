@@ -63,6 +63,7 @@ import numpy as np
 
 from .attacks.knn import NeighbourIndex
 from .errors import SynthleakError
+from .mapped import row_blocks
 
 MIN_PERMUTATIONS = 100
 #: relabelled statistics within this of the observed one count as ties (>=): float noise only makes p larger
@@ -101,11 +102,9 @@ def _group_codes(groups, n: int, name: str) -> np.ndarray:
 
 
 def _row_blocks(arr: np.ndarray, block_bytes: int = 64 << 20) -> Iterator[np.ndarray]:
-    """Consecutive row slices of about block_bytes: a streamed synthetic matrix is memory-mapped, and a
-    whole-matrix temporary (a mask, a centred copy) would cost a large part of its size again."""
-    step = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
-    for start in range(0, len(arr), step):
-        yield arr[start:start + step]
+    """Consecutive row blocks of about block_bytes: a streamed synthetic matrix is memory-mapped, and a
+    whole-matrix temporary (a mask, a centred copy) or its pages left mapped would cost its size again."""
+    return (block for _, block in row_blocks(arr, block_bytes))
 
 
 def _feature_matrix(values, name: str, min_rows: int) -> np.ndarray:

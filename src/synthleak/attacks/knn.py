@@ -21,7 +21,6 @@ from `--search`) and collects what each search did (`SearchContext.records`), fo
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SynthleakError
+from ..mapped import read_rows, row_blocks, take_rows
 
 SEARCH_MODES = ("auto", "exact", "approx")
 #: `auto` searches approximately from this many database rows and queries on (see ApproxIndex)
@@ -158,34 +158,12 @@ class NeighbourIndex:
 
     def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 block) over the database; a memory map is read from its file block by block."""
-        db, rows = self.database, self._block_rows()
-        if isinstance(db, np.memmap) and db.filename:
-            with open(db.filename, "rb") as f:
-                for s in range(0, len(db), rows):
-                    e = min(s + rows, len(db))
-                    f.seek(db.offset + s * db.shape[1] * 4)
-                    block = np.fromfile(f, dtype=np.float32, count=(e - s) * db.shape[1])
-                    yield s, block.reshape(e - s, db.shape[1])
-        else:
-            for s in range(0, len(db), rows):
-                yield s, db[s:s + rows]
+        return row_blocks(self.database, self._block_rows() * 4 * self.database.shape[1])
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         """float32 database rows by index, any shape of index (a memory map is read with positioned reads,
         so rows looked up once do not stay resident)."""
-        flat = np.asarray(index, dtype=np.int64).ravel()
-        db, d = self.database, self.database.shape[1]
-        if not (isinstance(db, np.memmap) and db.filename):
-            return np.asarray(db[flat]).reshape(*np.shape(index), d)
-        unique, where = np.unique(flat, return_inverse=True)
-        found = np.empty((len(unique), d), np.float32)
-        fd = os.open(db.filename, os.O_RDONLY)
-        try:
-            for j, row in enumerate(unique):
-                found[j] = np.frombuffer(os.pread(fd, 4 * d, db.offset + int(row) * 4 * d), np.float32)
-        finally:
-            os.close(fd)
-        return found[where].reshape(*np.shape(index), d)
+        return take_rows(self.database, index)
 
     def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(squared distances float64 [m, k], indices [m, k]), exact, ties to the lower row."""
@@ -301,7 +279,7 @@ class NeighbourIndex:
         check = np.sort(order[RECALL_SAMPLE // 2:RECALL_SAMPLE // 2 + RECALL_SAMPLE])
         if len(check) < RECALL_SAMPLE // 2:  # few queries: check on all of them
             check = np.arange(len(queries))
-        sample = np.ascontiguousarray(queries[np.r_[tune, check]], dtype=np.float32)
+        sample = np.ascontiguousarray(take_rows(queries, np.r_[tune, check]), dtype=np.float32)
         truth_d2, truth_i = self._exact(sample, k)
         # tuned halfway between the warning level and 1: 100 tuning queries estimate recall too roughly
         # to stop right at the warning level (at 7,000 rows that left the independent check at 0.95)
@@ -390,7 +368,7 @@ def _recall(found: tuple[np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.nd
 
 
 def _chunk(queries: np.ndarray, start: int) -> np.ndarray:
-    return np.ascontiguousarray(queries[start:start + QUERY_CHUNK], dtype=np.float32)
+    return np.ascontiguousarray(read_rows(queries, start, start + QUERY_CHUNK), dtype=np.float32)
 
 
 def _smallest(values: np.ndarray, k: int) -> np.ndarray:

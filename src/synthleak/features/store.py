@@ -3,7 +3,8 @@
 Only features are kept of the synthetic images: `image_features` streams a `LazyImageSet` chunk by
 chunk through an extractor's `transform` (decoding on the local engine's threads, or on a Ray
 cluster with `--engine ray`) and writes each chunk into `<cache>/features/<space>/<key>.npy`, a
-plain .npy file that is then opened memory-mapped (read-only). The key is the extractor's identity
+plain .npy file that is then opened memory-mapped (read-only); passes over it read rows from the
+file (synthleak.mapped), so the map's pages do not pile up in the process's memory. The key is the extractor's identity
 and the set's content key (file hashes, see data/stream.py), so a second audit of the same files
 reuses the store without decoding an image. Chunks are written with positioned writes, not through
 a writable memory map, so building a store does not grow the process's resident memory.
