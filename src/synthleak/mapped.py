@@ -79,6 +79,9 @@ def take_rows(arr: np.ndarray, index: np.ndarray) -> np.ndarray:
                 raise OSError(f"{where[0]}: feature store is shorter than its header says")
     finally:
         os.close(fd)
+    if len(unique) == len(flat) and np.array_equal(unique, flat):
+        # sorted distinct rows (an index's training sample): no second, reordered copy
+        return found.reshape(*np.shape(index), *arr.shape[1:])
     return found[inverse].reshape(*np.shape(index), *arr.shape[1:])
 
 
