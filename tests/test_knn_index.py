@@ -137,3 +137,34 @@ def test_memory_mapped_queries_are_searched_in_chunks(tmp_path, monkeypatch):
         bd, bi = _brute(q, db.astype(np.float32), 2)
         np.testing.assert_array_equal(i, bi)
         np.testing.assert_allclose(d, bd, rtol=1e-12)
+
+
+def test_one_approximate_index_serves_every_search_over_a_store(tmp_path, monkeypatch):
+    """An audit's methods each open the synthetic store: the second search reuses the first's index
+    (same results as a fresh one), a changed or different store gets its own, in-memory arrays never share."""
+    built = []
+    original = knn.ApproxIndex.__init__
+
+    def counting_init(self, parent, seed=0):
+        built.append(len(parent.database))
+        original(self, parent, seed)
+
+    monkeypatch.setattr(knn.ApproxIndex, "__init__", counting_init)
+    monkeypatch.setattr(knn, "_store_index", None)
+    db, q = _clusters(3000), _clusters(300, seed=9)
+    np.save(tmp_path / "store.npy", db)
+    store = lambda: np.load(tmp_path / "store.npy", mmap_mode="r")  # noqa: E731 - a fresh map each time
+    with search_context("approx") as ctx:
+        first = NeighbourIndex(store()).search(q, 3)
+        second = NeighbourIndex(store()).search(q, 3)
+        NeighbourIndex(db).search(q, 3)
+        NeighbourIndex(db).search(q, 3)
+    assert built == [3000, 3000, 3000]
+    assert [r["index_reused"] for r in ctx.records] == [False, True, False, False]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    np.save(tmp_path / "store.npy", db[:2500])  # rewritten store: new identity
+    with search_context("approx"):
+        NeighbourIndex(store()).search(q, 3)
+        NeighbourIndex(store()[:2000]).search(q, 3)  # a slice of it is another database
+    assert built == [3000, 3000, 3000, 2500, 2000]

@@ -21,6 +21,7 @@ from `--search`) and collects what each search did (`SearchContext.records`), fo
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SynthleakError
-from ..mapped import read_rows, row_blocks, take_rows
+from ..mapped import file_position, read_rows, row_blocks, take_rows
 
 SEARCH_MODES = ("auto", "exact", "approx")
 #: `auto` searches approximately from this many database rows and queries on (see ApproxIndex)
@@ -271,8 +272,9 @@ class NeighbourIndex:
     def _search_approx(self, queries: np.ndarray, k: int, record: dict) -> tuple[np.ndarray, np.ndarray]:
         """IVF search with nprobe doubled until recall@k on a tuning sample is halfway from RECALL_WARN to 1; the
         recall reported is measured on a second, disjoint sample of queries (when there are enough)."""
+        reused = self._approx is not None
         if self._approx is None:
-            self._approx = ApproxIndex(self)
+            self._approx, reused = _approx_index_for(self)
         approx = self._approx
         order = np.random.default_rng(0).permutation(len(queries))
         tune = np.sort(order[:RECALL_SAMPLE // 2])
@@ -290,7 +292,7 @@ class NeighbourIndex:
             nprobe = min(2 * nprobe, approx.nlist)
         parts = [approx.search(_chunk(queries, s), k, nprobe) for s in range(0, len(queries), QUERY_CHUNK)]
         d2, idx = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        record.update(approx.describe(), nprobe=nprobe)
+        record.update(approx.describe(), nprobe=nprobe, index_reused=reused)
         record["recall"] = _recall((d2[check], idx[check]), (truth_d2[len(tune):], truth_i[len(tune):]))
         record["recall_sample"] = len(check)
         if record["recall"] < RECALL_WARN:
@@ -298,6 +300,37 @@ class NeighbourIndex:
                           f"{record['recall']:.3f} < {RECALL_WARN} on {len(check)} sampled queries "
                           "(exact search: --search exact)", stacklevel=3)
         return np.sqrt(d2), idx
+
+
+#: (identity of a feature store, its approximate index): the last index built over a file-backed
+#: database. An audit searches the one synthetic store from several methods (nearest, the default
+#: recipe's density ratio); each would otherwise build its own identical index (seeded), and two
+#: indexes alive at once cost twice the codes' memory.
+_store_index: tuple[tuple, ApproxIndex] | None = None
+
+
+def _store_identity(database: np.ndarray) -> tuple | None:
+    """What identifies a file-backed database's content: file, position, shape and the file's stat."""
+    where = file_position(database)
+    if where is None:
+        return None
+    st = os.stat(where[0])
+    return (os.path.realpath(where[0]), where[1], database.shape, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _approx_index_for(parent: NeighbourIndex) -> tuple[ApproxIndex, bool]:
+    """(index, reused): the index of the last search over the same store, else a new one (which then
+    replaces it; an in-memory database gets its own index, never shared)."""
+    global _store_index
+    key = _store_identity(parent.database)
+    if key is not None and _store_index is not None and _store_index[0] == key:
+        return _store_index[1], True
+    if key is not None:
+        _store_index = None  # a previous store's index may go before the next one is built
+    index = ApproxIndex(parent)
+    if key is not None:
+        _store_index = (key, index)
+    return index, False
 
 
 class ApproxIndex:
