@@ -14,7 +14,8 @@ its file, so a search does not keep the matrix resident either.
 Approximate search (`mode="approx"`, or `"auto"` with at least APPROX_MIN_ROWS database rows and
 APPROX_MIN_QUERIES queries) uses FAISS IVF-SQ8, see `ApproxIndex` for the choice and the measurements;
 its recall against exact search is measured on a sample of the queries every time it is used,
-recorded, and warned about below RECALL_WARN.
+recorded, and warned about below RECALL_WARN. Searches over the same feature store (a file-backed
+database) share the last index built over it (`_approx_index_for`).
 
 `search_context(mode)` sets the mode for every index built inside it (the audit sets it per method
 from `--search`) and collects what each search did (`SearchContext.records`), for the run's JSON.
