@@ -56,7 +56,7 @@ estimates for the whole training set.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -101,19 +101,15 @@ def _group_codes(groups, n: int, name: str) -> np.ndarray:
     return np.unique(arr.astype(str), return_inverse=True)[1]
 
 
-def _row_blocks(arr: np.ndarray, block_bytes: int = 64 << 20) -> Iterator[np.ndarray]:
-    """Consecutive row blocks of about block_bytes: a streamed synthetic matrix is memory-mapped, and a
-    whole-matrix temporary (a mask, a centred copy) or its pages left mapped would cost its size again."""
-    return (block for _, block in row_blocks(arr, block_bytes))
-
-
 def _feature_matrix(values, name: str, min_rows: int) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float32)
     if arr.ndim != 2:
         raise SynthleakError(f"{name}: expected a 2-D [n, d] array, got shape {arr.shape}")
     if len(arr) < min_rows:
         raise SynthleakError(f"{name}: {len(arr)} row(s); at least {min_rows} needed")
-    if not all(np.isfinite(block).all() for block in _row_blocks(arr)):
+    # row blocks read from the file: a streamed synthetic matrix is memory-mapped, and a whole-matrix
+    # mask (or the map's pages left resident) would cost its size again
+    if not all(np.isfinite(block).all() for _, block in row_blocks(arr)):
         raise SynthleakError(f"{name}: contains NaN or infinite values")
     return arr
 
@@ -300,8 +296,9 @@ def memorised_share(members, synthetic, *, member_groups=None, ratio: float = 1 
 
 
 def _project(pca, features: np.ndarray) -> np.ndarray:
-    """PCA scores, computed block by block (see _row_blocks); features hold at least one row."""
-    return np.concatenate([pca.transform(block).astype(np.float32) for block in _row_blocks(features)])
+    """PCA scores, computed block by block (no centred copy of a memory-mapped matrix); features hold at
+    least one row."""
+    return np.concatenate([pca.transform(block).astype(np.float32) for _, block in row_blocks(features)])
 
 
 def data_copying_ct(members, nonmembers, synthetic, *, cells: int = 3, min_synthetic: int = 20,

@@ -42,15 +42,18 @@ def file_position(arr: np.ndarray) -> tuple[str, int] | None:
         del view  # release the buffer export so the map can still be closed
 
 
+def _row_bytes(arr: np.ndarray) -> int:
+    return arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+
+
 def read_rows(arr: np.ndarray, start: int, stop: int) -> np.ndarray:
     """arr[start:stop] as an in-memory array (a file-backed map is read from its file, not through the map)."""
     start, stop = max(0, start), min(stop, len(arr))
     where = file_position(arr)
     if where is None:
         return arr[start:stop]
-    row_shape = arr.shape[1:]
-    row_bytes = arr.dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
-    out = np.empty((max(0, stop - start), *row_shape), arr.dtype)
+    row_bytes = _row_bytes(arr)
+    out = np.empty((max(0, stop - start), *arr.shape[1:]), arr.dtype)
     if len(out):
         with open(where[0], "rb") as f:
             f.seek(where[1] + start * row_bytes)
@@ -69,7 +72,7 @@ def take_rows(arr: np.ndarray, index: np.ndarray) -> np.ndarray:
         raise IndexError(f"row index out of range for {len(arr)} rows")
     flat = np.where(flat < 0, flat + len(arr), flat)
     unique, inverse = np.unique(flat, return_inverse=True)
-    row_bytes = arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+    row_bytes = _row_bytes(arr)
     found = np.empty((len(unique), *arr.shape[1:]), arr.dtype)
     buffer = memoryview(found).cast("B")
     fd = os.open(where[0], os.O_RDONLY)
@@ -87,7 +90,6 @@ def take_rows(arr: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 def row_blocks(arr: np.ndarray, block_bytes: int = 64 << 20) -> Iterator[tuple[int, np.ndarray]]:
     """(first row, rows) over consecutive blocks of about block_bytes each, read as by `read_rows`."""
-    row_bytes = max(1, arr.dtype.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64)))
-    step = max(1, block_bytes // row_bytes)
+    step = max(1, block_bytes // max(1, _row_bytes(arr)))
     for start in range(0, len(arr), step):
         yield start, read_rows(arr, start, start + step)

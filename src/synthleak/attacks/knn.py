@@ -155,12 +155,9 @@ class NeighbourIndex:
         return d, i
 
     # --- exact -----------------------------------------------------------------------------------
-    def _block_rows(self) -> int:
-        return max(1, BLOCK_BYTES // (4 * self.database.shape[1]))
-
     def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 block) over the database; a memory map is read from its file block by block."""
-        return row_blocks(self.database, self._block_rows() * 4 * self.database.shape[1])
+        return row_blocks(self.database, BLOCK_BYTES)
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         """float32 database rows by index, any shape of index (a memory map is read with positioned reads,
