@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--alpha", type=float, default=0.05, help="significance level of the dataset-level verdict")
     a.add_argument("--permutations", type=int, default=2000,
                    help="random relabellings (of whole patients with --groups) behind the verdict's p-value")
+    a.add_argument("--debug", action="store_true",
+                   help="print the full traceback of a method that fails unexpectedly (without it: one line, the "
+                        "traceback in RUN.errors.log); the other methods run on either way")
     _add_common(a)
     _add_model_options(a)
 
@@ -247,9 +250,23 @@ def cmd_audit(args) -> int:
         path = write_report(report, Path(args.report), force=args.force,
                             y_test=test_labels(args.labels, report.data), single_file=args.report_single_file)
         print(f"report: {path}")
+    _print_failures(report, args)
     if all(m.error for m in report.methods):
         return 1
     return 0
+
+
+def _print_failures(report, args) -> None:
+    """One line per unexpected failure (a bug in a method, the control or the verdict); the traceback is
+    in RUN.errors.log, or here with --debug."""
+    from .pipeline import errors_log_path
+
+    where = [f"traceback in {errors_log_path(Path(args.out))}"] if args.out else []
+    where = ["traceback below"] + where if args.debug else where or ["rerun with --debug for the traceback"]
+    for f in report.failures:
+        print(f"synthleak: error: {f.what} failed: {f.error} ({', '.join(where)})", file=sys.stderr)
+        if args.debug:
+            print(f.traceback, end="", file=sys.stderr)
 
 
 def cmd_evaluate(args) -> int:

@@ -45,7 +45,7 @@ def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs
     print(format_table(report))
     for w in report.warnings:
         print(f"warning: {w}")
-    best = report.by_name("nearest").test
+    best = report.by_name("nearest").succeeded().test
     print()
     print(f"members are {'detectable' if best['auc'].low > 0.5 else 'NOT clearly detectable'}: "
           f"nearest-synthetic test AUC {best['auc']} (0.5 = chance); "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from .config import MethodConfig
 from .data.layout import AuditData, discover
 from .data.runfile import atomic_write_text, check_writable, read_labels, run_text, scores_text
 from .decide import AUTO, DecisionRule, cv_decisions
-from .errors import DataError, SynthleakError, UnreadableInputError
+from .errors import DataError, SynthleakError, UnreadableInputError, one_line
 from .methods import CONTROL, DEFAULT_METHOD, METHODS, MethodResult, get_method, method_config, run_method
 from .methods.base import labelled_folds
 from .metrics import Metric, evaluate, score_metrics
@@ -47,6 +48,24 @@ class MethodReport:
     outputs: dict[str, str] = field(default_factory=dict)
     #: what the method's neighbour searches did (exact / approximate, recall), see attacks/knn.py
     search: list[dict] = field(default_factory=list)
+    #: the full traceback when the method failed with an unexpected exception (a bug, not a user error)
+    traceback: str | None = None
+
+    def succeeded(self) -> "MethodReport":
+        """This report, or a RuntimeError naming the failure (for library callers that need the result)."""
+        if self.error is not None:
+            raise RuntimeError(f"method {self.name} failed: {self.error}")
+        return self
+
+
+@dataclass
+class Failure:
+    """An unexpected exception caught in one part of the audit so that the rest still runs."""
+
+    what: str
+    #: one line: the exception type and message
+    error: str
+    traceback: str
 
 
 @dataclass
@@ -62,6 +81,8 @@ class AuditReport:
     verdict: "Verdict | None" = None
     #: why no verdict could be given (e.g. a patient carrying both labels)
     verdict_error: str | None = None
+    #: unexpected exceptions caught in a method, the control or the verdict (RUN.errors.log)
+    failures: list[Failure] = field(default_factory=list)
 
     def rows(self) -> list[MethodReport]:
         """The requested methods, then the reference control when it was run only as a check."""
@@ -97,6 +118,12 @@ def copies_path(out: Path) -> Path:
     """RUN.copies.csv: one per audit, beside the run file(s)."""
     base = out.with_suffix("") if out.suffix else out
     return Path(f"{base}.copies.csv")
+
+
+def errors_log_path(out: Path) -> Path:
+    """RUN.errors.log: the tracebacks of whatever failed unexpectedly, beside the run file(s)."""
+    base = out.with_suffix("") if out.suffix else out
+    return Path(f"{base}.errors.log")
 
 
 def output_paths(out: Path, method: str, multiple: bool, scores: Path | None) -> dict[str, Path]:
@@ -164,16 +191,26 @@ def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y
         with search_context(cfg.search) as searches:
             report.result = run_method(name, data, cfg)
         report.search = searches.summary()
+        report.seconds = time.perf_counter() - start
+        _check_result(name, report.result, data)
+        _score(report, data, cfg, y_test, n_boot)
     except SynthleakError as exc:
         if not keep_going or isinstance(exc, UnreadableInputError):  # an unreadable input stops every method
             raise
-        report.error = str(exc)
         log(f"{name}: skipped: {exc}", cfg.quiet)
-        return report
-    report.seconds = time.perf_counter() - start
-    _check_result(name, report.result, data)
-    _score(report, data, cfg, y_test, n_boot)
+        return MethodReport(name, report.rule, seconds=time.perf_counter() - start, error=str(exc))
+    except Exception as exc:
+        # A bug in one method (or in scoring its output) is that method's failure, never the audit's: the
+        # other methods, the verdict and their files still come; the traceback goes to RUN.errors.log.
+        # A fresh report, so that nothing half-scored is ever written.
+        return MethodReport(name, report.rule, seconds=time.perf_counter() - start, error=error_line(exc),
+                            traceback=traceback.format_exc())
     return report
+
+
+def error_line(exc: BaseException) -> str:
+    """The exception's type and message on one line."""
+    return one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 def _check_result(name: str, res: MethodResult, data: AuditData) -> None:
@@ -224,13 +261,15 @@ def run_audit(
         raise SynthleakError("--scores needs --out and a single method (several methods write RUN.<method>.scores.csv)")
     paths: dict[str, dict[str, Path]] = {}
     if out is not None:
-        # Refuse to overwrite before any expensive work, not after it.
+        # Refuse to overwrite before any expensive work, not after it. The errors log too, though it is
+        # written only when something fails: which it is cannot be known before the work.
         for n in names:
             paths[n] = output_paths(Path(out), n, multiple, Path(scores_out) if scores_out else None)
             for p in paths[n].values():
                 check_writable(p, force)
         if with_verdict:
             check_writable(copies_path(Path(out)), force)
+        check_writable(errors_log_path(Path(out)), force)
     audit_data = data if isinstance(data, AuditData) else discover(
         data, train, test, groups, window=window, groups_from=groups_from)
     if out is not None and audit_data.real_unknown is None:
@@ -251,12 +290,14 @@ def run_audit(
     for n in names:
         log(f"running {n} ...", cfg.quiet)
         report.methods.append(run_one(n, audit_data, cfg, rule, y_test, n_boot, keep_going=multiple))
+        _note_failure(report, report.methods[-1], f"method {n}")
     if check_control and audit_data.has_labelled:
         control = next((m for m in report.methods if m.name == CONTROL and m.result is not None), None)
         if control is None:
             # the reference control is the pixel-space one (the same reference in every audit)
             control_cfg = replace(cfg, feature_space="pixels", calibrate=None, quiet=True, artifacts_dir=None)
             control = run_one(CONTROL, audit_data, control_cfg, rule, y_test, n_boot, keep_going=True)
+            _note_failure(report, control, "the reference control")
         report.control = control
         if control.cv is not None and control.cv["auc"].value > CONTROL_WARN_AUC:
             report.warnings.append(
@@ -272,7 +313,22 @@ def run_audit(
             _write_outputs(m, audit_data, paths[m.name], method_config(m.name, cfg), report, force, id_style)
         if report.verdict is not None:
             atomic_write_text(copies_path(Path(out)), copies_text(report.verdict), force)
+        if report.failures:
+            atomic_write_text(errors_log_path(Path(out)), errors_log_text(report), force)
     return report
+
+
+def _note_failure(report: AuditReport, m: MethodReport, what: str) -> None:
+    if m.traceback is not None:
+        report.failures.append(Failure(what, m.error, m.traceback))
+
+
+def errors_log_text(report: AuditReport) -> str:
+    """RUN.errors.log: one section per failure, its one-line error, then its full traceback."""
+    parts = [f"synthleak audit of {report.data.source}: {len(report.failures)} unexpected failure(s)"]
+    for f in report.failures:
+        parts += ["", f"== {f.what}: {f.error}", f.traceback.rstrip()]
+    return "\n".join(parts) + "\n"
 
 
 def _add_verdict(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int, alpha: float,
@@ -286,24 +342,33 @@ def _add_verdict(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_t
     if recipe is None:
         recipe = run_one(DEFAULT_METHOD, data, replace(cfg, quiet=True, artifacts_dir=None), rule, y_test, n_boot,
                          keep_going=True)
+        _note_failure(report, recipe, "the default recipe (run for the verdict)")
     if recipe.result is None or recipe.result.labelled_scores is None:
         report.verdict_error = f"the default recipe did not run ({recipe.error})"
         report.warnings.append(f"no verdict: {report.verdict_error}")
         return
     recipe_cfg = method_config(DEFAULT_METHOD, cfg)
-    synthetic, labelled, _, _, _ = embed(data, replace(recipe_cfg, quiet=True))
     n_used = len(data.real_used)
     groups = data.labelled_groups()
     try:
-        report.verdict = verdict(
-            recipe.result.labelled_scores, data.labelled()[1], groups=groups, synthetic_features=synthetic,
-            member_features=labelled[:n_used], nonmember_features=labelled[n_used:],
-            synthetic_ids=data.synthetic(cfg.synthetic_pool).ids, member_ids=data.real_used.ids,
-            member_groups=groups[:n_used] if groups is not None else None, alpha=alpha, permutations=permutations,
-            seed=cfg.seed, copy_reference="both")
-    except SynthleakError as exc:
-        report.verdict_error = str(exc)
-        report.warnings.append(f"no verdict: {exc}")
+        synthetic, labelled, _, _, _ = embed(data, replace(recipe_cfg, quiet=True))
+        try:
+            report.verdict = verdict(
+                recipe.result.labelled_scores, data.labelled()[1], groups=groups, synthetic_features=synthetic,
+                member_features=labelled[:n_used], nonmember_features=labelled[n_used:],
+                synthetic_ids=data.synthetic(cfg.synthetic_pool).ids, member_ids=data.real_used.ids,
+                member_groups=groups[:n_used] if groups is not None else None, alpha=alpha,
+                permutations=permutations, seed=cfg.seed, copy_reference="both")
+        except SynthleakError as exc:  # no verdict on these data (e.g. a patient carrying both labels)
+            report.verdict_error = str(exc)
+            report.warnings.append(f"no verdict: {exc}")
+    except SynthleakError:
+        raise  # reading the images (an unreadable one) stops the audit, as in a method
+    except Exception as exc:
+        # as in a method: a bug in the verdict leaves the methods' results and files standing
+        report.verdict_error = error_line(exc)
+        report.warnings.append(f"no verdict: {report.verdict_error}")
+        report.failures.append(Failure("the verdict", report.verdict_error, traceback.format_exc()))
 
 
 def copies_text(v) -> str:
@@ -377,7 +442,7 @@ def format_table(report: AuditReport) -> str:
     for m in report.rows():
         name = m.name + (" (reference)" if m.name == CONTROL else "")
         if m.error:
-            rows.append([name] + ["-"] * (len(head) - 2) + [f"skipped: {m.error}"])
+            rows.append([name] + ["-"] * (len(head) - 2) + [f"{'failed' if m.traceback else 'skipped'}: {m.error}"])
             continue
         row = [name]
         if has_cv:

@@ -6,7 +6,8 @@ candidates; their distances are then recomputed exactly (float64, from the vecto
 ordered by (distance, database row). float32 rounding could still have pushed a true neighbour out of
 the candidates, so a query whose candidate list is not provably complete (the gap between its last
 candidate and its k-th neighbour is within the rounding bound `_rounding_bound`) is searched again
-with float64 GEMM on the blocks, keeping every row within the bound. Results are therefore exact,
+with float64 GEMM on the blocks, keeping every row that per-pair rounding bounds cannot place beyond
+its k-th neighbour (`_exact_f64`). Results are therefore exact,
 ties go to the lower database row, and no float64 copy of the database is made: memory is one block
 of the database at a time. A memory-mapped database (the feature store) is read block by block from
 its file, so a search does not keep the matrix resident either.
@@ -119,7 +120,6 @@ class NeighbourIndex:
         if self.mode not in SEARCH_MODES:
             raise SynthleakError(f"--search {self.mode!r}: choose from {', '.join(SEARCH_MODES)}")
         self._approx: ApproxIndex | None = None
-        self._max_norm: float | None = None
 
     def approximate(self, n_queries: int) -> bool:
         n = len(self.database)
@@ -187,7 +187,7 @@ class NeighbourIndex:
         # that minus the rounding bound: beyond the k-th neighbour, unless the gap is within the bound
         unsure = np.flatnonzero(approx_d2[:, -1] - bound <= d2[:, -1])
         if len(unsure):
-            d2[unsure], idx[unsure] = self._exact_f64(queries[unsure], centre, d2[unsure, -1], k)
+            d2[unsure], idx[unsure] = self._exact_f64(queries[unsure], centre, k)
         return d2, idx
 
     def _candidates(self, q: np.ndarray, centre: np.ndarray, kc: int, dtype
@@ -237,19 +237,39 @@ class NeighbourIndex:
         order = np.lexsort((cand, d2), axis=1)[:, :k]
         return np.take_along_axis(d2, order, 1), np.take_along_axis(cand, order, 1)
 
-    def _exact_f64(self, queries: np.ndarray, centre: np.ndarray, kth: np.ndarray, k: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Queries whose float32 candidates were not provably complete: float64 GEMM per block, keeping
-        every row within the float64 rounding bound of the best k-th distance found so far."""
-        q = (queries - centre).astype(np.float64)
+    def _exact_f64(self, queries: np.ndarray, centre: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Queries whose float32 candidates were not provably complete: two float64 passes over the blocks.
+
+        Every distance computed in float64 lies within a per-pair rounding bound of the exact one, so
+        each row has a lower and an upper bound. Pass one finds each query's k-th smallest upper bound
+        U_k (the true k-th distance is at most U_k); pass two keeps every row whose lower bound is at
+        most U_k (a row above it is farther than k rows are, ties included), at least k rows by
+        construction; those are re-ranked exactly. The bounds use each pair's own norms, so they hold
+        for any database, centre and query set (no norm cached from an earlier search)."""
+        c = centre.astype(np.float64)
+        q = queries.astype(np.float64) - c
         qn = np.einsum("ij,ij->i", q, q)
-        max_norm = self._max_norm_of_db(centre)
-        limit = kth + 2 * _rounding_bound(q, max_norm, self.database.shape[1], _U64)
+        q_norm = np.sqrt(qn)
+        unit = _relative_bound(self.database.shape[1], _U64)
+
+        def bounds(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            b = block.astype(np.float64) - c
+            bn = np.einsum("ij,ij->i", b, b)
+            d2 = qn[:, None] + bn[None, :] - 2 * (q @ b.T)
+            slack = unit * (q_norm[:, None] + np.sqrt(bn)[None, :]) ** 2
+            return d2 - slack, d2 + slack
+
+        kept_upper = np.empty((len(q), 0))
+        for _, block in self._blocks():
+            _, upper = bounds(block)
+            kept_upper = np.concatenate([kept_upper, upper], 1)
+            if kept_upper.shape[1] > k:
+                kept_upper = np.take_along_axis(kept_upper, _smallest(kept_upper, k), 1)
+        upper_k = kept_upper.max(1)
         found: list[list[np.ndarray]] = [[] for _ in range(len(q))]
         for s, block in self._blocks():
-            b = (block - centre).astype(np.float64)
-            d2 = qn[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2 * (q @ b.T)
-            for j, cols in enumerate(d2 <= limit[:, None]):
+            lower, _ = bounds(block)
+            for j, cols in enumerate(lower <= upper_k[:, None]):
                 hits = np.flatnonzero(cols)
                 if len(hits):
                     found[j].append(hits + s)
@@ -259,12 +279,6 @@ class NeighbourIndex:
             cand = np.concatenate(parts)[None, :]
             out_d[j], out_i[j] = (a[0] for a in self._rerank(queries[j:j + 1], cand, k))
         return out_d, out_i
-
-    def _max_norm_of_db(self, centre: np.ndarray) -> float:
-        if self._max_norm is None:
-            self._max_norm = max(float(np.sqrt(np.einsum("ij,ij->i", b - centre, b - centre, dtype=np.float64).max()))
-                                 for _, b in self._blocks())
-        return self._max_norm
 
     # --- approximate -----------------------------------------------------------------------------
     def _search_approx(self, queries: np.ndarray, k: int, record: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -409,16 +423,27 @@ def _smallest(values: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(values, k - 1, axis=1)[:, :k]
 
 
-def _rounding_bound(q: np.ndarray, max_norm: float, dims: int, unit: float) -> np.ndarray:
-    """Upper bound on the rounding error of ||q||^2 + ||b||^2 - 2 q.b per query (any database row b).
+def _relative_bound(dims: int, unit: float) -> float:
+    """c such that c * (||q|| + ||b||)^2 bounds the rounding error of a squared distance computed as
+    ||q||^2 + ||b||^2 - 2 q.b from centred vectors (q = x - centre, b = y - centre) in a format of unit
+    roundoff `unit`.
 
     Each of the three terms is a dot product of `dims` products: error at most gamma * (sum of
-    |products|) with gamma = dims * u / (1 - dims * u); by Cauchy-Schwarz the sum is at most
-    (||q|| + ||b||)^2, plus a few roundings of the final sums.
+    |products|) with gamma = dims * u / (1 - dims * u); by Cauchy-Schwarz each sum is at most
+    (||q|| + ||b||)^2. Centring rounds each coordinate once (moving the distance by at most
+    u (||q|| + ||b||), the squared distance by about 2u (||q|| + ||b||)^2 for each of q and b), and
+    assembling the three terms rounds a few times more: 8u covers those, 1% covers the bound's own
+    rounding and norms computed in the same format.
     """
     gamma = dims * unit / (1 - dims * unit)
+    return (gamma + 8 * unit) * 1.01
+
+
+def _rounding_bound(q: np.ndarray, max_norm: float, dims: int, unit: float) -> np.ndarray:
+    """Per query, a bound on the rounding error of its computed squared distance to any database row
+    whose centred norm is at most `max_norm` (see _relative_bound)."""
     qnorm = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
-    return (gamma + 4 * unit) * (qnorm + max_norm) ** 2 * 1.01
+    return _relative_bound(dims, unit) * (qnorm + max_norm) ** 2
 
 
 def nearest_distance(queries: np.ndarray, database: np.ndarray, k: int = 1) -> np.ndarray:

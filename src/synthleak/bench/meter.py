@@ -90,7 +90,7 @@ def rung_audit(folder: Path, side: int, seed: int = 0, n_boot: int = 1000) -> di
     # the dataset-level verdict would run the default recipe too: not part of the meter
     report = run_audit(folder, methods="nearest", cfg=cfg, labels=folder / "test_labels.csv",
                        groups=folder / "groups.csv", n_boot=n_boot, with_verdict=False)
-    nearest, control = report.by_name("nearest"), report.control
+    nearest, control = report.by_name("nearest").succeeded(), report.control
     out = {"nearest_test_auc": _metric(nearest.test["auc"]),
            "nearest_test_tpr@1%fpr": _metric(nearest.test["tpr@1%fpr"])}
     if control is not None and control.test is not None:

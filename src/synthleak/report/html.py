@@ -127,8 +127,8 @@ def metrics_table(report: AuditReport) -> str:
     for m in rows:
         name = m.name + (" (reference)" if m.name == CONTROL else "")
         if m.error:
-            out.append(f"<tr><td>{html.escape(name)}</td><td colspan='{len(head) - 1}'>skipped: "
-                       f"{html.escape(m.error)}</td></tr>")
+            out.append(f"<tr><td>{html.escape(name)}</td><td colspan='{len(head) - 1}'>"
+                       f"{'failed' if m.traceback else 'skipped'}: {html.escape(m.error)}</td></tr>")
             continue
         cells = [name, m.result.calibration if m.result else "", m.rule.mode]
         if has_cv:
