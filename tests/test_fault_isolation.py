@@ -86,7 +86,7 @@ def test_failure_in_scoring_is_isolated(tiny_challenge, tmp_path, capsys, monkey
 
 
 def test_failing_default_recipe_means_no_verdict_but_the_rest(tiny_challenge, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("synthleak.methods.density.run_density_ratio", _boom)  # the default recipe's function
+    monkeypatch.setattr("synthleak.methods.adaptive.run_adaptive", _boom)  # the default recipe's function
     out = tmp_path / "run.csv"
     assert main(["audit", str(tiny_challenge), "--method", "nearest", "--out", str(out), *FAST]) == 0
     printed, err = _stderr_lines(capsys)

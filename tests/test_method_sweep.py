@@ -41,5 +41,7 @@ def test_every_quick_method_scores_every_image(sweep_data, space):
             assert np.all(np.isfinite(scores)), f"{m.name} in {space}: non-finite {what} scores"
         assert m.test_pred.shape == (n_test,) and set(np.unique(m.test_pred)) <= {0, 1}
         assert m.cv is not None and np.isfinite(m.cv["auc"].value), f"{m.name} in {space}: no CV metrics"
-        expected = m.name.partition("+")[2] or ("neighbours" if m.name == "default" else "none")
+        expected = m.name.partition("+")[2] or "none"
+        if m.name == "default":  # the calibration of the candidate it chose
+            expected = res.details["chosen"].partition("+")[2] or "none"
         assert res.calibration == expected, f"{m.name} in {space}: calibration {res.calibration}"

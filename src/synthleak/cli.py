@@ -224,7 +224,7 @@ def cmd_audit(args) -> int:
     for m in report.methods:
         if m.result is None:
             continue
-        print(f"decision [{m.name}]: {m.rule.describe()}")
+        print(f"decision [{m.name}]: {m.rule.describe()}" + (f"; why: {m.decision_why}" if m.decision_why else ""))
         for note in m.result.notes:
             print(f"note [{m.name}]: {note}")
         for what, where in m.result.trained_on.items():
@@ -233,7 +233,8 @@ def cmd_audit(args) -> int:
             print(f"wrote [{m.name}]: {where}")
     if report.verdict is not None:
         v = report.verdict
-        print(f"verdict: {v.test}; from the default recipe's label-free scores; labelled AUC {v.auc:.3f}")
+        print(f"verdict: {v.test}; from the default recipe's label-free scores (the largest over its candidates, "
+              f"in every relabelling too); labelled AUC {v.auc:.3f}")
         if args.out:
             from .pipeline import copies_path
 

@@ -185,10 +185,17 @@ def permutation_test(scores, labels, *, groups=None, permutations: int = 2000, s
     so each block of relabellings is one matrix product. With `groups`, group labels are permuted and
     each group brings all its images' ranks along, so the number of member images may change between
     relabellings: that is why the statistic is the AUC form U / (n1 n0) rather than U itself.
+
+    `scores` may be a matrix [n, c] of c label-free scores (a recipe's candidates): the statistic is
+    then the largest of their AUCs, in the observed labelling and in every relabelling alike, so the
+    test stays exact although the best candidate is picked after looking at the labels.
     """
     from scipy.stats import rankdata
 
-    scores = _float_vector(scores, "scores")
+    matrix = np.asarray(scores, dtype=float)
+    columns = [matrix[:, j] for j in range(matrix.shape[1])] if matrix.ndim == 2 else [matrix]
+    columns = [_float_vector(c, "scores") for c in columns]
+    scores = columns[0]
     labels = _label_vector(labels, len(scores))
     _check_permutations(permutations)
     if groups is None:
@@ -202,13 +209,15 @@ def permutation_test(scores, labels, *, groups=None, permutations: int = 2000, s
         if (unit_label == value).sum() < 2:
             raise SynthleakError(f"labels: fewer than 2 {name} ({unit_kind}); the test needs at least 2 of each")
 
-    rank_sum = np.bincount(codes, weights=rankdata(scores))
+    rank_sum = np.column_stack([np.bincount(codes, weights=rankdata(c)) for c in columns])
     size = np.bincount(codes).astype(float)
     n = len(scores)
 
     def auc(member_rank_sum, n_members):
+        """Largest AUC over the columns, per labelling (member_rank_sum: [..., c], n_members: [...])."""
+        n_members = np.asarray(n_members)[..., None]
         u = member_rank_sum - n_members * (n_members + 1) / 2
-        return u / (n_members * (n - n_members))
+        return (u / (n_members * (n - n_members))).max(-1)
 
     observed = float(auc(unit_label @ rank_sum, unit_label @ size))
     rng = np.random.default_rng(seed)

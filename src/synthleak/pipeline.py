@@ -50,6 +50,8 @@ class MethodReport:
     search: list[dict] = field(default_factory=list)
     #: the full traceback when the method failed with an unexpected exception (a bug, not a user error)
     traceback: str | None = None
+    #: why this decision rule (the user's, the method's own, or its rule for shifted test reals)
+    decision_why: str = ""
 
     def succeeded(self) -> "MethodReport":
         """This report, or a RuntimeError naming the failure (for library callers that need the result)."""
@@ -182,9 +184,25 @@ def _test_groups(data: AuditData) -> np.ndarray | None:
     return np.array([data.groups[i] for i in ids])
 
 
+def method_rule(name: str, rule: DecisionRule, shift: ShiftCheck | None) -> tuple[DecisionRule, str]:
+    """The rule method `name` decides with, and why: the user's, else the method's own, else (when the
+    shift check fired and the method has one) its rule for shifted test reals."""
+    spec = get_method(name)
+    if rule.mode != AUTO:
+        return rule, f"--decision {rule.mode}"
+    if shift is not None and shift.shifted and spec.shift_decision:
+        return (replace(rule, mode=spec.shift_decision),
+                f"the shift check fired (domain AUC {shift.auc:.2f}): a threshold fitted to the labelled reals' "
+                f"score values would not transfer, so {spec.shift_decision} instead of {spec.decision}")
+    return rule.resolve(spec.decision), f"{name}'s own rule" + (
+        f" (the shift check did not fire, domain AUC {shift.auc:.2f})" if shift is not None and spec.shift_decision
+        else "")
+
+
 def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int,
-            keep_going: bool) -> MethodReport:
-    report = MethodReport(name, rule.resolve(get_method(name).decision))
+            keep_going: bool, shift: ShiftCheck | None = None) -> MethodReport:
+    resolved, why = method_rule(name, rule, shift)
+    report = MethodReport(name, resolved, decision_why=why)
     seed_everything(cfg.seed)
     start = time.perf_counter()
     try:
@@ -198,13 +216,14 @@ def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y
         if not keep_going or isinstance(exc, UnreadableInputError):  # an unreadable input stops every method
             raise
         log(f"{name}: skipped: {exc}", cfg.quiet)
-        return MethodReport(name, report.rule, seconds=time.perf_counter() - start, error=str(exc))
+        return MethodReport(name, report.rule, seconds=time.perf_counter() - start, error=str(exc),
+                            decision_why=why)
     except Exception as exc:
         # A bug in one method (or in scoring its output) is that method's failure, never the audit's: the
         # other methods, the verdict and their files still come; the traceback goes to RUN.errors.log.
         # A fresh report, so that nothing half-scored is ever written.
         return MethodReport(name, report.rule, seconds=time.perf_counter() - start, error=error_line(exc),
-                            traceback=traceback.format_exc())
+                            traceback=traceback.format_exc(), decision_why=why)
     return report
 
 
@@ -289,7 +308,8 @@ def run_audit(
             report.warnings.append(report.shift.message())
     for n in names:
         log(f"running {n} ...", cfg.quiet)
-        report.methods.append(run_one(n, audit_data, cfg, rule, y_test, n_boot, keep_going=multiple))
+        report.methods.append(run_one(n, audit_data, cfg, rule, y_test, n_boot, keep_going=multiple,
+                                      shift=report.shift))
         _note_failure(report, report.methods[-1], f"method {n}")
     if check_control and audit_data.has_labelled:
         control = next((m for m in report.methods if m.name == CONTROL and m.result is not None), None)
@@ -341,7 +361,7 @@ def _add_verdict(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_t
     recipe = next((m for m in report.methods if m.name == DEFAULT_METHOD), None)
     if recipe is None:
         recipe = run_one(DEFAULT_METHOD, data, replace(cfg, quiet=True, artifacts_dir=None), rule, y_test, n_boot,
-                         keep_going=True)
+                         keep_going=True, shift=report.shift)
         _note_failure(report, recipe, "the default recipe (run for the verdict)")
     if recipe.result is None or recipe.result.labelled_scores is None:
         report.verdict_error = f"the default recipe did not run ({recipe.error})"
@@ -351,10 +371,17 @@ def _add_verdict(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_t
     n_used = len(data.real_used)
     groups = data.labelled_groups()
     try:
-        synthetic, labelled, _, _, _ = embed(data, replace(recipe_cfg, quiet=True))
+        res = recipe.result
+        if res.synthetic_features is not None and res.real_features is not None:
+            # the recipe's own space (its measured resolution): no second embedding
+            synthetic, labelled = res.synthetic_features, res.real_features[:len(data.labelled()[1])]
+        else:
+            synthetic, labelled, _, _, _ = embed(data, replace(recipe_cfg, quiet=True))
+        # scores the labels did not choose: every candidate's, when the recipe chose among them
+        scores = res.verdict_scores if res.verdict_scores is not None else res.labelled_scores
         try:
             report.verdict = verdict(
-                recipe.result.labelled_scores, data.labelled()[1], groups=groups, synthetic_features=synthetic,
+                scores, data.labelled()[1], groups=groups, synthetic_features=synthetic,
                 member_features=labelled[:n_used], nonmember_features=labelled[n_used:],
                 synthetic_ids=data.synthetic(cfg.synthetic_pool).ids, member_ids=data.real_used.ids,
                 member_groups=groups[:n_used] if groups is not None else None, alpha=alpha,
@@ -411,6 +438,8 @@ def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg
         "calibration": m.result.calibration,
         "decision": m.rule.describe(),
         "decision_rule": m.rule.mode,
+        "decision_why": m.decision_why,
+        "recipe": m.result.details or None,
         "threshold": m.threshold,
         "trained_on": m.result.trained_on,
         "notes": m.result.notes,

@@ -18,6 +18,8 @@ from .base import MethodResult, MethodSpec
 CONTROL = "control-real-only"
 #: what `synthleak audit` runs without --method (chosen on the evidence in benchmarks/results/calibration.md)
 DEFAULT_METHOD = "default"
+#: the default recipe's decision rule when the shift check fires (chosen in benchmarks/results/suite.md)
+SHIFT_DECISION = "mixture"
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
     MethodSpec("nearest", "synthleak.methods.nearest:run_nearest",
@@ -27,10 +29,11 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
                needs_labelled=True),
     MethodSpec("nearest-local", "synthleak.methods.density:run_nearest_local",
                "nearest-synthetic distance relative to the k-th nearest (local synthetic density; no reference)"),
-    MethodSpec(DEFAULT_METHOD, "synthleak.methods.density:run_density_ratio",
-               "the default recipe: density-ratio in 64x64 pixels (the baseline's space), difficulty-calibrated by "
-               "the 100 nearest reals (labels unused), kappa-best threshold on the labelled reals",
-               feature_space="pixels", calibration="neighbours", decision="kappa"),
+    MethodSpec(DEFAULT_METHOD, "synthleak.methods.adaptive:run_adaptive",
+               "the default recipe: pixels at the synthetic set's measured resolution (never finer than 64x64); "
+               "the best of density-ratio+neighbours, nearest, nearest+neighbours on the labelled reals (nested "
+               f"CV); kappa-best threshold, or the {SHIFT_DECISION} rule when the labelled reals are unlike the test reals",
+               feature_space="pixels", calibration="none", decision="kappa", shift_decision=SHIFT_DECISION),
     MethodSpec("density-ratio", "synthleak.methods.density:run_density_ratio",
                "k-NN DOMIAS: log(distance to the k-th nearest real, labels unused) - log(distance to the nearest "
                "synthetic image)"),
@@ -130,5 +133,5 @@ def calibrate_result(result: MethodResult, data: AuditData, cfg: MethodConfig, c
     result.calibration = calibration.mode
 
 
-__all__ = ["CONTROL", "DEFAULT_METHOD", "METHODS", "MethodResult", "MethodSpec", "get_method", "method_config",
+__all__ = ["CONTROL", "DEFAULT_METHOD", "SHIFT_DECISION", "METHODS", "MethodResult", "MethodSpec", "get_method", "method_config",
            "run_method", "split_variant"]

@@ -44,6 +44,13 @@ class MethodResult:
     real_features: np.ndarray | None = None
     #: the difficulty calibration applied to the scores ("none" when raw)
     calibration: str = "none"
+    #: label-free scores of the labelled reals for the verdict, one column per candidate, when the method's
+    #: own labelled_scores were chosen with the labels (the verdict's test then takes the maximum over them)
+    verdict_scores: np.ndarray | None = None
+    #: the synthetic images' features in the method's space (reused by the verdict instead of re-embedding)
+    synthetic_features: np.ndarray | None = None
+    #: what the method decided and why (JSON-able), written to RUN.json as "recipe"
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 MethodFn = Callable[[AuditData, MethodConfig], MethodResult]
@@ -63,6 +70,9 @@ class MethodSpec:
     feature_space: str = "pixels"
     calibration: str = "none"
     decision: str = "kappa"
+    #: the rule used instead of `decision` when the shift check fires (labelled reals unlike the test
+    #: reals): one whose threshold does not rest on the labelled reals' score values; None keeps `decision`
+    shift_decision: str | None = None
     options: tuple[tuple[str, str], ...] = ()
 
     def configure(self, cfg: MethodConfig, calibration: str | None = None) -> MethodConfig:

@@ -140,18 +140,18 @@ def run_nearest_local(data: AuditData, cfg: MethodConfig) -> MethodResult:
     return result
 
 
-def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    syn, lab, test, _, record = embed(data, cfg)
-    k_real = cfg.option("k_real", 20, int)
-    k_syn = cfg.option("k", 1, int)
+def density_ratio_scores(syn: np.ndarray, reals: np.ndarray, k_real: int = 20, k_syn: int = 1
+                         ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:
+    """(scores, indices of each real's 3 nearest synthetic images, reference ranks (low, high), distance
+    to the nearest synthetic image) of the k-NN density ratio for every row of `reals` (every other real
+    is the reference, labels unused)."""
     if k_real < 2 or k_syn < 1:
         raise SynthleakError("--set k_real=N needs N >= 2 and --set k=N needs N >= 1")
+    if len(reals) < 3:
+        raise SynthleakError(f"density-ratio needs at least 3 real images (labelled + test), got {len(reals)}")
     # the real reference scale averages log distances over ranks k_real/2 .. 3k_real/2: one rank
     # alone swings when a patient contributes about that many neighbouring slices
     low, high = max(1, k_real // 2), k_real + k_real // 2
-    reals = np.concatenate([a for a in (lab, test) if a is not None])
-    if len(reals) < 3:
-        raise SynthleakError(f"density-ratio needs at least 3 real images (labelled + test), got {len(reals)}")
     if len(reals) <= high:
         # few reals: the reference ranks shrink with the pool, keeping their share of it
         high = len(reals) - 1
@@ -162,6 +162,14 @@ def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
     floor = 1e-6 * max(float(np.median(d_real[:, -1])), 1e-12)
     log_real = np.log(np.maximum(d_real[:, low:high + 1], floor)).mean(1)
     scores = log_real - np.log(np.maximum(d_syn[:, :k_syn].mean(1), floor))
+    return scores, idx_syn[:, :3], (low, high), d_syn[:, 0]
+
+
+def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
+    syn, lab, test, _, record = embed(data, cfg)
+    reals = np.concatenate([a for a in (lab, test) if a is not None])
+    scores, idx_syn, (low, high), _ = density_ratio_scores(syn, reals, cfg.option("k_real", 20, int),
+                                                        cfg.option("k", 1, int))
     n_lab = len(lab) if lab is not None else 0
     result = MethodResult(test_scores=None, trained_on=record, real_features=reals)
     if lab is not None:
