@@ -221,7 +221,8 @@ def audit_bench(folder: Path, seed: int = 0) -> dict:
     rules = {}
     for mode in SHIFT_RULES:
         rule = DecisionRule(mode, member_rate=float(np.mean(y_lab)))
-        t = rule.fit(res.labelled_scores, y_lab, res.test_scores)
+        fit_on = res.threshold_scores if res.threshold_scores is not None else res.labelled_scores
+        t = rule.fit(fit_on, y_lab, res.test_scores)
         pred = (res.test_scores >= t).astype(int)
         rules[mode] = evaluate(y, pred, n_boot=0)["kappa"].value
     gain = _paired_kappa_gain(y, default.test_pred, nearest.test_pred, groups, seed=seed)

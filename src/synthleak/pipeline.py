@@ -159,7 +159,8 @@ def _score(report: MethodReport, data: AuditData, cfg: MethodConfig, y_test: np.
         cv_pred = cv_decisions(res.labelled_scores, y_lab, rule, folds)
         report.cv = evaluate(y_lab, cv_pred, res.labelled_scores, n_boot=n_boot, seed=cfg.seed,
                              groups=data.labelled_groups())
-        report.threshold = rule.fit(res.labelled_scores, y_lab, res.test_scores)
+        fit_on = res.threshold_scores if res.threshold_scores is not None else res.labelled_scores
+        report.threshold = rule.fit(fit_on, y_lab, res.test_scores)
     elif res.test_scores is not None:
         report.threshold = rule.fit(None, None, res.test_scores)
     if res.test_scores is not None:

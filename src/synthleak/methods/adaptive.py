@@ -125,6 +125,7 @@ def run_adaptive(data: AuditData, cfg: MethodConfig) -> MethodResult:
     result.neighbours = neighbours[n_lab:] if test is not None else None
     result.variants = {name: Signal(raw[name][:n_lab] if n_lab else None, raw[name][n_lab:] if test is not None
                                     else None) for name in CANDIDATES}
+    result.threshold_scores = scaled[chosen][:n_lab] if n_lab else None
     result.verdict_scores = np.column_stack([raw[name][:n_lab] for name in CANDIDATES]) if n_lab else None
     result.synthetic_features = syn
     result.details = record

@@ -44,6 +44,10 @@ class MethodResult:
     real_features: np.ndarray | None = None
     #: the difficulty calibration applied to the scores ("none" when raw)
     calibration: str = "none"
+    #: labelled-real scores the final threshold is fitted on, when they differ from labelled_scores (which
+    #: serve the CV estimate): a recipe that chooses among candidates reports nested CV scores, but its test
+    #: threshold belongs to the chosen candidate's own scores of every labelled real
+    threshold_scores: np.ndarray | None = None
     #: label-free scores of the labelled reals for the verdict, one column per candidate, when the method's
     #: own labelled_scores were chosen with the labels (the verdict's test then takes the maximum over them)
     verdict_scores: np.ndarray | None = None
