@@ -210,11 +210,10 @@ def audit_bench(folder: Path, seed: int = 0) -> dict:
     default = report.by_name("default").succeeded()
     nearest = report.by_name("nearest").succeeded()
     previous = report.by_name("density-ratio+neighbours").succeeded()
-    auc = {"default": default.test["auc"].value, "nearest@64": nearest.test["auc"].value,
-           "density-ratio+neighbours@64": previous.test["auc"].value}
-    side = default.result.details["comparison_side"]
+    auc = {"default": default.test["auc"].value, "nearest (64 px)": nearest.test["auc"].value,
+           "previous default (64 px)": previous.test["auc"].value}
     for name, value in default.variants_test_auc.items():
-        auc[f"{name}@{side}"] = value
+        auc[f"candidate {name}"] = value
     best = max(v for k, v in auc.items() if k != "default")
     y_lab = data.labelled()[1]
     res = default.result
@@ -231,6 +230,7 @@ def audit_bench(folder: Path, seed: int = 0) -> dict:
         "seconds": round(seconds, 1), "shift_auc": report.shift.auc if report.shift else None,
         "shifted": bool(report.shift and report.shift.shifted), "resolution": res.details["resolution"],
         "chosen": res.details.get("chosen"), "labelled_auc": res.details.get("labelled_auc"),
+        "why": res.details.get("why"),
         "decision": default.rule.mode, "auc": auc, "best_auc": best, "regret": best - auc["default"],
         "default": {k: default.test[k].value for k in ("auc", "tpr@1%fpr", "kappa")},
         "default_ci": {k: [default.test[k].low, default.test[k].high] for k in ("auc", "tpr@1%fpr", "kappa")},
@@ -266,11 +266,11 @@ def write_markdown(rows: dict[str, dict], specs: list[Bench], path: Path, missin
               "previous default@64 | candidates at the compared side | regret |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         res = r["resolution"]
-        cands = ", ".join(f"{k.split('@')[0]} {v:.3f}" for k, v in r["auc"].items()
-                          if "@" in k and not k.endswith("@64"))
+        cands = ", ".join(f"{k.removeprefix('candidate ')} {v:.3f}" for k, v in r["auc"].items()
+                          if k.startswith("candidate "))
         lines.append(f"| {name} | {res['effective_side']} / {res['comparison_side']} | {r['chosen']} | "
-                     f"{r['auc']['default']:.3f} | {r['auc']['nearest@64']:.3f} | "
-                     f"{r['auc']['density-ratio+neighbours@64']:.3f} | {cands} | {r['regret']:+.3f} |")
+                     f"{r['auc']['default']:.3f} | {r['auc']['nearest (64 px)']:.3f} | "
+                     f"{r['auc']['previous default (64 px)']:.3f} | {cands} | {r['regret']:+.3f} |")
     lines += ["", "## Decisions: run-file kappa of the default (its rule) and of nearest; kappa of the default's "
               "scores under each rule", "",
               "| benchmark | default rule | default AUC / TPR@1%FPR / kappa | nearest AUC / TPR@1%FPR / kappa | "

@@ -113,16 +113,20 @@ class Calibration:
 
 def neighbour_reference(scores: np.ndarray, features: np.ndarray, k: int) -> np.ndarray:
     """Mean score of each row's k nearest other rows (itself excluded, k capped at n - 1)."""
+    return scores[neighbour_rows(features, k)].mean(1)
+
+
+def neighbour_rows(features: np.ndarray, k: int) -> np.ndarray:
+    """[n, min(k, n - 1)]: each row's nearest other rows (one search serves every score calibrated on them)."""
     from .attacks.knn import NeighbourIndex
 
-    k = min(k, len(scores) - 1)
+    k = min(k, len(features) - 1)
     _, idx = NeighbourIndex(features).search(features, k + 1)
     # drop the row itself wherever it appears (exact duplicates may come first in either order)
-    own = idx == np.arange(len(scores))[:, None]
+    own = idx == np.arange(len(features))[:, None]
     keep = ~own
     keep[~own.any(1), -1] = False  # rows whose own index did not come back drop their farthest instead
-    neighbours = idx[keep].reshape(len(scores), k)
-    return scores[neighbours].mean(1)
+    return idx[keep].reshape(len(features), k)
 
 
 def cluster_reference(scores: np.ndarray, features: np.ndarray, cluster_size: int, seed: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft as scipy_fft
 
 #: synthetic / real power ratio below which a frequency counts as not carried by the synthetic set
 RATIO_FLOOR = 0.12
@@ -83,12 +84,18 @@ def radial_power(pixels: np.ndarray) -> np.ndarray:
     radius = np.rint(np.hypot(*np.meshgrid(freq, freq, indexing="ij"))).astype(int).reshape(-1)
     keep = radius <= side // 2
     total = np.zeros(side // 2 + 1)
+    # the power of a real image is symmetric: the half-spectrum (rfft2) holds every radius, the columns
+    # 1 .. side/2 - 1 standing for two bins each
+    half = side // 2 + 1
+    radius, keep = radius.reshape(side, side)[:, :half], keep.reshape(side, side)[:, :half]
+    twice = np.ones((side, half))
+    twice[:, 1:side - half + 1] = 2.0
     for start in range(0, n, 64):
         x = pixels[start:start + 64].astype(np.float32) / 255.0
         x = (x - x.mean(axis=(1, 2), keepdims=True)) * window
-        power = (np.abs(np.fft.fft2(x)) ** 2).sum(0).reshape(-1)
-        total += np.bincount(radius[keep], weights=power[keep], minlength=side // 2 + 1)
-    counts = np.bincount(radius[keep], minlength=side // 2 + 1)
+        power = ((np.abs(scipy_fft.rfft2(x, workers=-1)) ** 2).sum(0) * twice)[keep]
+        total += np.bincount(radius[keep], weights=power, minlength=side // 2 + 1)
+    counts = np.bincount(radius[keep], weights=twice[keep], minlength=side // 2 + 1)
     return total / np.maximum(counts, 1) / max(n, 1)
 
 
