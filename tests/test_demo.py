@@ -64,6 +64,10 @@ def test_small_demo_runs_and_detects_members(tmp_path, capsys):
     # the verdict comes first (with 14 labelled patients it need not be significant: see test_full_demo)
     verdict = json.loads((tmp_path / "runs" / "run.default.json").read_text())["verdict"]
     assert printed.startswith("verdict: leakage ") and verdict["permutations"] >= 2000
+    assert printed.splitlines()[1].startswith("member-closer: ") and "member_closer_p" in verdict
+    # it ends with the audit to run next on its data, patient groups and test labels included
+    last = printed.strip().splitlines()[-1].split()
+    assert last[:2] == ["synthleak", "audit"] and "--groups" in last and "--labels" in last
     # the statistics are computed at the scale the recipe measured (a 30-epoch autoencoder resolves ~20 px)
     recipe = json.loads((tmp_path / "runs" / "run.default.json").read_text())["recipe"]
     assert recipe["comparison_side"] <= recipe["resolution"]["effective_side"] < 64

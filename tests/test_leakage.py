@@ -275,10 +275,14 @@ def test_verdict_with_features_is_seeded_and_serialisable():
     assert 0 <= v.authenticity <= 1 and 6 / 66 <= v.memorised_share <= 1
     assert v.ct is not None and v.notes == []  # 66 synthetic images: some cell holds more than 20
     data = json.loads(json.dumps(v.to_json()))  # plain JSON: no NaN, tuples, dataclasses
-    assert data["copies"][0].keys() == {"synthetic_id", "real_id", "similarity"}
+    assert data["copies"][0].keys() == {"synthetic_id", "real_id", "similarity", "percentile", "distance_ratio"}
+    # beyond (about) the 95th percentile of the 30 member-to-non-member pairs; nearer than their median
+    assert all(r.percentile > 90 and 0 <= r.distance_ratio < 1 for r in v.copies)
     assert data["copy_share_ci"] == list(v.copy_share_ci)
+    assert data["member_closer_ci"] == list(v.member_closer_ci)
     assert {"leakage_shown", "p_value", "alpha", "test", "permutations", "copy_share", "copy_share_ci", "ct",
-            "authenticity", "memorised_share"} <= data.keys()
+            "authenticity", "memorised_share", "member_closer_share", "member_closer_ci",
+            "member_closer_p"} <= data.keys()
 
 
 def test_verdict_without_features_and_ct_note():
@@ -319,7 +323,9 @@ def test_verdict_is_exported_as_a_function():
 def test_copy_row_order_breaks_ties_by_row():
     members, nonmembers = np.array([[0.0], [100.0]]), np.array([[50.0]])
     found = find_copies(members, nonmembers, np.array([[0.0], [100.0], [0.0]]))
-    assert [r.synthetic_id for r in found.rows] == ["0", "1", "2"] and found.rows[0] == CopyRow("0", "0", 1.0)
+    assert [r.synthetic_id for r in found.rows] == ["0", "1", "2"]
+    # an identical copy: beyond every real pair (both members are 50 from the non-member), distance 0
+    assert found.rows[0] == CopyRow("0", "0", 1.0, percentile=100.0, distance_ratio=0.0)
 
 
 # ---------------------------------------------------------------- user errors: one line each

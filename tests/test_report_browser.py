@@ -6,11 +6,12 @@ failure; elsewhere the test skips and says why.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
 from synthleak.cli import main
-from synthleak.report.browser import check_report, find_chromium
+from synthleak.report.browser import MAX_BLANK_END, WIDTH, check_report, find_chromium
 
 CHROMIUM = find_chromium()
 REQUIRED = os.environ.get("SYNTHLEAK_REQUIRE_BROWSER") == "1"
@@ -39,6 +40,25 @@ def test_report_renders_with_verdict_and_images(tiny_challenge, tmp_path, chromi
     assert check.broken_images == 0 and not check.console_errors
     assert 'id="metrics"' in check.dom and "control-real-only" in check.dom
     assert check.screenshot is not None and check.screenshot.std() > 5
+    # readable at 1280 px: the metrics table fits, every value and its CI on one line, and the screenshot
+    # is the page itself (no large blank area below it)
+    assert check.metrics_overflow is False and check.metrics_wrapped == 0
+    assert check.screenshot.shape[1] == WIDTH and check.blank_end <= MAX_BLANK_END
+    assert abs(len(check.screenshot) - check.page_height) <= 1
+    # the memorisation summary, similarities a reader can weigh, and the copies file actually written
+    text = re.sub(r"<[^>]+>", "", check.dom)
+    assert "Memorisation: what each statistic says" in text and "member-closer share" in text
+    assert "of training images come to a held-out image" in text or "every training image comes" in text
+    assert "similarity -" not in text and "RUN.copies.csv" not in text
+    assert str(tmp_path / "run.copies.csv") in text
+
+
+def test_negative_control_a_table_that_wraps_fails_the_check(tiny_challenge, tmp_path, chromium):
+    index = _report(tiny_challenge, tmp_path)
+    page = index.read_text()
+    index.write_text(page.replace("#metrics td{white-space:nowrap}", "#metrics td{white-space:normal;max-width:4em}"))
+    check = check_report(index, "Leakage shown", chromium)
+    assert not check.ok and check.metrics_wrapped and any("wrap" in p for p in check.problems)
 
 
 def test_single_file_report_needs_no_other_file(tiny_challenge, tmp_path, chromium):

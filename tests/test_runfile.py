@@ -39,7 +39,7 @@ def test_validate(tmp_path):
     good.write_text("u_1,1\nu_2,0\nu_3.png,1\n")
     assert validate_run(good, tmp_path / "test") == 3
     cases = {
-        "u_1,1\nu_2,0\n": "1 test images have no prediction",
+        "u_1,1\nu_2,0\n": "1 test image has no prediction",
         "u_1,1\nu_2,0\nu_3,2\n": "prediction must be 0 or 1",
         "u_1,1\nu_1,0\nu_3,1\n": "appears twice",
         "u_1,1\nu_2,0\nzzz,1\n": "not an image of",

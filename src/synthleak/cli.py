@@ -22,11 +22,16 @@ def _parse_set(values: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _calibration(value: str) -> str:
+    """--calibrate value; the American spelling 'neighbors' is accepted for 'neighbours'."""
+    return "neighbours" if value == "neighbors" else value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available; default), cpu or cuda[:N]")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs (default: refuse)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (default: print them)")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -34,28 +39,38 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feature-space",
                    help="feature space of the distance and density methods (default: each method's own; "
                         "pixels for most; see `synthleak methods`)")
-    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters", "non-members"),
+    g.add_argument("--calibrate", choices=("none", "neighbours", "clusters", "non-members"), type=_calibration,
                    help="difficulty calibration of the scores with unlabelled real images (default: each "
-                        "method's own: none, except the default recipe); 'METHOD+neighbours' in --method does "
-                        "the same for one method")
+                        "method's own: none, except the default recipe; 'neighbors' works too); "
+                        "'METHOD+neighbours' in --method does the same for one method")
     g.add_argument("--calibrate-k", type=int, default=100,
                    help="nearest real images in each image's reference (--calibrate neighbours; default 100)")
     g.add_argument("--synthetic-pool", choices=("all", "train"), default="all",
                    help="compare with train+test generated images (all, default) or train/generated only")
-    g.add_argument("--epochs", type=int, help="training epochs of the method's model")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--image-size", type=int, help="model input size (smaller is faster on CPU)")
-    g.add_argument("--base-filters", type=int)
-    g.add_argument("--vit-size", choices=("tiny", "small", "base"), default="base")
-    g.add_argument("--weights", help="local pre-trained weights (safetensors or weights-only torch file)")
-    g.add_argument("--encoder", help="encoder checkpoint from `synthleak pretrain`")
-    g.add_argument("--clusters", type=int, default=2, help="clusters for the seed-ae-* methods")
+    g.add_argument("--epochs", type=int, help="training epochs of the method's model (default: each method's own)")
+    g.add_argument("--batch-size", type=int,
+                   help="training batch size of the method's model (default: each method's own: 32 for most, "
+                        "8 for seed-dclgan, 128 for the copy space)")
+    g.add_argument("--image-size", type=int,
+                   help="model input size (default: each method's own; smaller is faster on CPU)")
+    g.add_argument("--base-filters", type=int,
+                   help="width (first layer's filters) of the method's convolutional model (default: each "
+                        "method's own: 32 for resnet-ae, 64 for seed-dclgan, 16 for the copy space)")
+    g.add_argument("--vit-size", choices=("tiny", "small", "base"), default="base",
+                   help="ViT of the seed-vit-ae methods: tiny, small or base (ViT-B/16, default)")
+    g.add_argument("--weights", help="local pre-trained weights (safetensors or weights-only torch file; default: "
+                                     "none, or the method's offline weights)")
+    g.add_argument("--encoder", help="encoder checkpoint from `synthleak pretrain` (default: none, trained here)")
+    g.add_argument("--clusters", type=int, default=2, help="clusters for the seed-ae-* methods (default 2)")
     g.add_argument("--fit-on-test-generated", action="store_true",
-                   help="also train models on test/generated (recorded in the output)")
-    g.add_argument("--max-train-images", type=int, help="train models on a seeded subset of this size")
-    g.add_argument("--folds", type=int, default=5, help="cross-validation folds on labelled reals")
+                   help="also train models on test/generated (recorded in the output; default: train/ only)")
+    g.add_argument("--max-train-images", type=int,
+                   help="train models on a seeded subset of this size (default: every synthetic image)")
+    g.add_argument("--folds", type=int, default=5,
+                   help="cross-validation folds on labelled reals (default 5; fewer when there are fewer "
+                        "labelled images or patients per class)")
     g.add_argument("--cache-dir", help="feature/model cache (default ~/.cache/synthleak; 'none' disables)")
-    g.add_argument("--workers", type=int, default=2, help="CPU worker threads/processes")
+    g.add_argument("--workers", type=int, default=2, help="CPU worker threads/processes (default 2)")
     g.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="decode synthetic images and extract their features here (local, default) or on a Ray "
                         "cluster (ray: RAY_ADDRESS or a local instance; pip install 'synthleak[ray]')")
@@ -63,7 +78,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="nearest-neighbour search: auto (default) is exact unless both the database (>= 100,000) "
                         "and the queries (>= 5,000) are large, then approximate (FAISS IVF-SQ8, recall against exact "
                         "search measured on a sample and written to RUN.json); or always exact / approx")
-    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="method-specific option (repeatable)")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="method-specific option (repeatable; default: none; see README, Methods)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,93 +91,113 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("audit", help="score and label test reals; print CV (and test) metrics")
     a.add_argument("data", nargs="?", help="challenge-layout folder (or use --train/--test)")
-    a.add_argument("--train", help="folder with generated/ and optionally real_used/, real_not_used/")
-    a.add_argument("--test", help="folder with real_unknown/ (and optionally generated/)")
+    a.add_argument("--train", help="folder with generated/ and optionally real_used/, real_not_used/ (default: DATA's train/, "
+                        "or DATA itself)")
+    a.add_argument("--test", help="folder with real_unknown/ (and optionally generated/; default: DATA's test/, or DATA "
+                        "itself)")
     a.add_argument("--method",
                    help="method name (default: the default recipe), comma-separated list, 'quick' (all fast ones) "
                         "or 'all'; NAME+neighbours / NAME+clusters adds a difficulty calibration")
-    a.add_argument("--out", help="run file to write (<id>,<0|1>); several methods: RUN.<method>.csv")
+    a.add_argument("--out", help="run file to write (<id>,<0|1>), with RUN.scores.csv, RUN.json and RUN.copies.csv "
+                                 "beside it; several methods: RUN.<method>.csv (default: nothing is saved)")
     a.add_argument("--scores", help="scores file (<id>,<score>; default RUN.scores.csv)")
-    a.add_argument("--labels", help="test labels (<id>,<0|1>) read only to report test metrics")
-    a.add_argument("--groups", help="<id>,<group> (e.g. patient) for group-aware cross-validation")
+    a.add_argument("--labels", help="test labels (<id>,<0|1>) read only to report test metrics (default: none)")
+    a.add_argument("--groups", help="<id>,<group> (e.g. patient) for group-aware cross-validation and the "
+                                    "verdict's whole-patient relabelling (default: every image its own group)")
     a.add_argument("--groups-from", choices=("dicom",),
-                   help="take groups from the DICOM PatientID of each real image (instead of --groups)")
+                   help="take groups from the DICOM PatientID of each real image (instead of --groups; default: "
+                        "off)")
     a.add_argument("--window", default="lung",
                    help="CT window for DICOM CT images: lung (W1500 L-600, default), mediastinum (W350 L50) or W,L")
     a.add_argument("--decision", choices=("auto", "kappa", "f1", "fpr", "rate", "quantile", "mixture", "tail"),
                    default="auto",
-                   help="threshold rule (default auto: each method's own, kappa for most): max kappa / F1 on the "
-                        "labelled reals, target FPR, member rate, quantile (the labelled threshold's rank carried "
-                        "to the test scores), mixture (member rate estimated from the test scores), tail (only "
-                        "above every labelled non-member)")
-    a.add_argument("--target-fpr", type=float, default=0.01)
-    a.add_argument("--member-rate", type=float, default=0.5, help="expected share of members (rate rule)")
+                   help="threshold rule (default auto: each method's own: kappa, and for the default recipe "
+                        "mixture when the shift check fires): max kappa / F1 on the labelled reals, target FPR, "
+                        "member rate, quantile (the labelled threshold's rank carried to the test scores), mixture "
+                        "(member rate estimated from the test scores), tail (only above every labelled non-member)")
+    a.add_argument("--target-fpr", type=float, default=0.01,
+                   help="false-positive rate on the labelled non-members that --decision fpr aims at (default 0.01)")
+    a.add_argument("--member-rate", type=float, default=0.5,
+                   help="expected share of members among the test reals: the rate rule's, and the fallback "
+                        "without labelled reals (default 0.5)")
     a.add_argument("--id-style", choices=("stem", "name"), default="stem",
-                   help="run-file ids: file name without extension (default) or with it")
-    a.add_argument("--report", help="write an HTML report with visual evidence to this folder")
+                   help="run-file ids: stem, the file name without extension (default), or name, with it")
+    a.add_argument("--report", help="write an HTML report with visual evidence to this folder (default: none)")
     a.add_argument("--report-single-file", action="store_true",
-                   help="inline the report's images (one index.html that can be mailed)")
-    a.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
-    a.add_argument("--alpha", type=float, default=0.05, help="significance level of the dataset-level verdict")
+                   help="inline the report's images (one index.html that can be mailed; default: PNGs beside it)")
+    a.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples behind every metric's 95%% CI (default 1000)")
+    a.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level of the dataset-level verdict (default 0.05)")
     a.add_argument("--permutations", type=int, default=2000,
-                   help="random relabellings (of whole patients with --groups) behind the verdict's p-value")
+                   help="random relabellings (of whole patients with --groups) behind the verdict's p-value "
+                        "(default 2000; the member-closer p uses at most 500)")
     a.add_argument("--debug", action="store_true",
                    help="print the full traceback of a method that fails unexpectedly (without it: one line, the "
-                        "traceback in RUN.errors.log); the other methods run on either way")
+                        "traceback in RUN.errors.log, the default); the other methods run on either way")
     _add_common(a)
     _add_model_options(a)
 
     e = sub.add_parser("evaluate", help="metrics of a run or scores file against labels")
     e.add_argument("run", help="run file (<id>,<0|1>) or scores file (<id>,<score>)")
     e.add_argument("--labels", required=True, help="labels file <id or file name>,<0|1>")
-    e.add_argument("--bootstrap", type=int, default=1000)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples behind each 95%% CI (default 1000)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
 
     v = sub.add_parser("validate", help="check a run file against a test folder")
-    v.add_argument("run")
-    v.add_argument("--test", required=True, help="test folder (with real_unknown/) or the image folder itself")
+    v.add_argument("run", help="run file (<id>,<0|1>) to check")
+    v.add_argument("--test", required=True,
+                   help="the folder holding real_unknown/ (DATA/test for a train/test layout, DATA for a one-folder "
+                        "layout) or the real_unknown/ folder itself")
 
     sub.add_parser("methods", help="list methods and feature spaces")
 
     d = sub.add_parser("demo", help="build a phantom benchmark, train a small generator, audit it")
     d.add_argument("--out", help="folder for the demo data and outputs (default: a temporary folder)")
-    d.add_argument("--epochs", type=int, default=60, help="generator training epochs")
+    d.add_argument("--epochs", type=int, default=60, help="generator training epochs (default 60)")
     _add_common(d)
 
     b = sub.add_parser("build-bench", help="build a ground-truth benchmark from real images")
     b.add_argument("real", help="folder of real images (recursively), or a class-folder dataset")
-    b.add_argument("--out", required=True)
+    b.add_argument("--out", required=True, help="folder to write the benchmark to (must not exist or be empty)")
     b.add_argument("--groups", help="<id>,<group> (patients); default: each image its own group")
     b.add_argument("--label-groups", help="<id>,<label group> file, or 'folders' (first subfolder): labelled and "
-                   "test reals come from disjoint label groups (a shifted benchmark)")
-    b.add_argument("--member-fraction", type=float, default=0.3)
+                   "test reals come from disjoint label groups (a shifted benchmark; default: none)")
+    b.add_argument("--member-fraction", type=float, default=0.3,
+                   help="share of the patients whose images train the generator (default 0.3)")
     b.add_argument("--members", type=int, help="member images (whole groups, as near this count as they allow); "
-                   "overrides --member-fraction")
-    b.add_argument("--labelled-fraction", type=float, default=0.2)
-    b.add_argument("--n-generated", type=int, default=3000, help="synthetic images (per rung with --rungs)")
+                   "overrides --member-fraction (default: none)")
+    b.add_argument("--labelled-fraction", type=float, default=0.2,
+                   help="share of the patients (members and non-members alike) that are labelled (default 0.2)")
+    b.add_argument("--n-generated", type=int, default=3000,
+                   help="synthetic images (per rung with --rungs; default 3000)")
     b.add_argument("--epochs", type=int, default=300,
-                   help="generator training epochs (rae-gmm, dcgan; ddpm counts steps: its preset's, or --rungs)")
-    b.add_argument("--generator", choices=("rae-gmm", "dcgan", "ddpm", "noisy-copies"), default="rae-gmm")
+                   help="generator training epochs (rae-gmm, dcgan; default 300; ddpm counts steps: its preset's, "
+                        "or --rungs)")
+    b.add_argument("--generator", choices=("rae-gmm", "dcgan", "ddpm", "noisy-copies"), default="rae-gmm",
+                   help="generator trained on the members (default rae-gmm; see README)")
     b.add_argument("--image-size", type=int, help="generator training resolution (dcgan: power of two, default 128; "
                    "ddpm: the preset's, 32 for cpu, 256 for gpu)")
     b.add_argument("--preset", help="ddpm size preset: cpu (default; 32 px, 1.1M-parameter UNet) or gpu "
                    "(256 px, a larger UNet)")
     b.add_argument("--rungs", help="leak ladder (ddpm, dcgan): training step counts, e.g. 500,1500,4000; writes "
-                   "OUT/rung-<steps>/ per rung and OUT/ladder.json with the memorisation meter")
+                   "OUT/rung-<steps>/ per rung and OUT/ladder.json with the memorisation meter (default: one benchmark)")
     _add_common(b)
 
     p = sub.add_parser("pretrain", help="supervised encoder pre-training on a class-folder dataset")
     p.add_argument("--data", required=True, help="DIR/{train,valid,test}/<class>/* or DIR/<class>/*")
     p.add_argument("--arch", required=True, help="encoder architecture (conv-res, vit)")
     p.add_argument("--out", required=True, help="encoder checkpoint to write (.safetensors)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--vit-size", choices=("tiny", "small", "base"), default="base")
-    p.add_argument("--weights", help="local pre-trained weights to start from")
-    p.add_argument("--max-images", type=int, help="seeded subset per split (quick runs)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
+    p.add_argument("--image-size", type=int, help="input size (default: the architecture's own)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the architecture's own)")
+    p.add_argument("--vit-size", choices=("tiny", "small", "base"), default="base",
+                   help="ViT size for --arch vit: tiny, small or base (default)")
+    p.add_argument("--weights", help="local pre-trained weights to start from (default: none)")
+    p.add_argument("--max-images", type=int, help="seeded subset per split (quick runs; default: every image)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="architecture-specific option (repeatable; default: none)")
     _add_common(p)
     return parser
 
@@ -202,6 +238,9 @@ def cmd_audit(args) -> int:
     d = report.data
     if report.verdict is not None:
         print(report.verdict.summary())
+        closer = report.verdict.member_closer_line()
+        if closer:
+            print(closer)
     print(f"data: {d.source}")
     print(f"  generated {len(d.generated)}" + (f" + test generated {len(d.test_generated)}" if d.test_generated else "")
           + (f", labelled reals {len(d.real_used)} used / {len(d.real_not_used)} not used" if d.has_labelled else "")
@@ -248,9 +287,15 @@ def cmd_audit(args) -> int:
 
         from .pipeline import test_labels
 
-        path = write_report(report, Path(args.report), force=args.force,
-                            y_test=test_labels(args.labels, report.data), single_file=args.report_single_file)
+        from .pipeline import copies_path
+
+        copies_file = copies_path(Path(args.out)) if args.out and report.verdict is not None else None
+        path = write_report(report, Path(args.report), force=args.force, y_test=test_labels(args.labels, report.data),
+                            single_file=args.report_single_file, copies_file=copies_file)
         print(f"report: {path}")
+    if not args.out:
+        print(("only the report was saved" if args.report else "nothing saved") + ": no --out was given, so no run "
+              "file, scores, RUN.json or copies list was written (add --out RUN.csv)")
     _print_failures(report, args)
     if all(m.error for m in report.methods):
         return 1
@@ -300,10 +345,15 @@ def cmd_methods(args) -> int:
     from .features import FEATURE_SPACES
     from .methods import METHODS
 
+    from .methods import DEFAULT_METHOD
+
     width = max(len(n) for n in METHODS)
     print("methods (--method NAME; 'quick' = all not marked slow, 'all' = every method):")
-    for name, spec in METHODS.items():
+    # the default recipe first: it is what `audit` runs without --method
+    for name in sorted(METHODS, key=lambda n: n != DEFAULT_METHOD):
+        spec = METHODS[name]
         tag = " [slow]" if spec.slow else ""
+        tag += " (what audit runs without --method)" if name == DEFAULT_METHOD else ""
         print(f"  {name:<{width}}  {spec.description}{tag}")
     width = max(len(n) for n in FEATURE_SPACES)
     print("\nfeature spaces (--feature-space NAME, for nearest, nearest-calibrated, nearest-local, domias, ensemble, "

@@ -7,6 +7,7 @@ challenge layout with ground truth, then the fast methods are audited against it
 """
 from __future__ import annotations
 
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs
                        groups=data_dir / "groups.csv", out=out / "runs" / "run.csv", force=True)
     if report.verdict is not None:
         print(report.verdict.summary())
+        closer = report.verdict.member_closer_line()
+        if closer:
+            print(closer)
     print(f"demo data: {data_dir} (train/, test/, test_labels.csv, groups.csv)")
     print(f"run files: {out / 'runs'}")
     print()
@@ -50,4 +54,18 @@ def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs
     print(f"members are {'detectable' if best['auc'].low > 0.5 else 'NOT clearly detectable'}: "
           f"nearest-synthetic test AUC {best['auc']} (0.5 = chance); "
           f"demo took {time.perf_counter() - start:.0f}s")
+    print()
+    print(next_command(data_dir, out))
     return 0
+
+
+def next_command(data_dir: Path, out: Path) -> str:
+    """What to run next on the demo's data: the README's headline audit with the patient groups (without
+    them the real-only control rightly warns: two slices of one patient on both sides of a fold leak) and
+    the test labels (for test metrics and the report's ROC curves)."""
+    q = lambda p: shlex.quote(str(p))
+    return ("next: audit the demo's data yourself, with its patient groups (without --groups the real-only control "
+            "warns that slices of one patient leak across folds) and its test labels:\n"
+            f"  synthleak audit {q(data_dir)} --groups {q(data_dir / 'groups.csv')} "
+            f"--labels {q(data_dir / 'test_labels.csv')} --out {q(out / 'runs' / 'mine.csv')} "
+            f"--report {q(out / 'report')}")

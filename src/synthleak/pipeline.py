@@ -408,10 +408,22 @@ def copies_text(v) -> str:
 def _verdict_json(report: AuditReport) -> dict | None:
     if report.verdict is None:
         return {"error": report.verdict_error} if report.verdict_error else None
+
+    def tidy(value, key: str = ""):
+        """Floats rounded for reading (0.43506249999999963 -> 0.4351): 4 significant digits (shares, AUC,
+        p-values, C_T); the copy threshold keeps 6 decimals, as in RUN.copies.csv."""
+        if isinstance(value, dict):
+            return {k: tidy(v, k) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [tidy(v, key) for v in value]
+        if isinstance(value, (float, np.floating)) and np.isfinite(value):
+            return round(float(value), 6) if key == "copy_threshold" else float(f"{float(value):.4g}")
+        return value
+
     out = report.verdict.to_json()
     out["copies"] = len(report.verdict.copies)  # the rows themselves are in RUN.copies.csv
     out["scores_from"] = f"{DEFAULT_METHOD} (the default recipe's label-free scores of the labelled reals)"
-    return out
+    return tidy(out)
 
 
 def _shift_check(data: AuditData, cfg: MethodConfig) -> ShiftCheck:

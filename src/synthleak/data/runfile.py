@@ -150,6 +150,8 @@ def validate_run(run_path: str | Path, test_dir: str | Path) -> int:
     """Check a run file against a test folder (its real_unknown/ or the folder itself); returns row count."""
     run_path, test_dir = Path(run_path), Path(test_dir)
     folder = test_dir / "real_unknown" if (test_dir / "real_unknown").is_dir() else test_dir
+    if folder == test_dir and test_dir.is_dir():
+        _check_test_folder(test_dir)
     expected = {e.id for e in list_entries(folder)}
     rows = read_pairs(run_path, "run file")
     seen: set[str] = set()
@@ -164,8 +166,28 @@ def validate_run(run_path: str | Path, test_dir: str | Path) -> int:
         seen.add(ident)
     missing = sorted(expected - seen, key=natural_key)
     if missing:
-        raise DataError(f"{run_path}: {len(missing)} test images have no prediction (first: {missing[0]!r})")
+        raise DataError(f"{run_path}: {_count(len(missing), 'test image')} {'has' if len(missing) == 1 else 'have'} "
+                        f"no prediction (first: {missing[0]!r})")
     return len(rows)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 test image', '2 test images'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _check_test_folder(folder: Path) -> None:
+    """A folder without real_unknown/ must be the image folder itself: say which folder was meant when it is
+    a data root (DATA/test/real_unknown/) or another layout folder."""
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subfolders:
+        return
+    if (folder / "test" / "real_unknown").is_dir():
+        raise DataError(f"{folder}: this is a data root; validate expects the folder holding real_unknown/: "
+                        f"--test {folder / 'test'}")
+    raise DataError(f"{folder}: no real_unknown/ folder here (subfolders: {', '.join(subfolders[:5])}); validate "
+                    "expects the folder holding real_unknown/ (DATA/test for a train/test layout, DATA for a "
+                    "one-folder layout) or the real_unknown/ folder itself")
 
 
 def align(values: dict[str, float], labels: dict[str, int], source: str) -> tuple[list[str], np.ndarray, np.ndarray]:

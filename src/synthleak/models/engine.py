@@ -122,6 +122,8 @@ from .checkpoint import save_checkpoint
 STATE_FORMAT = 1
 #: default per-epoch seed stride: epoch e of a run seeded s draws from seed s * EPOCH_STRIDE + e
 EPOCH_STRIDE = 100_003
+#: epochs whose mean time is the pace of the progress line (its s/epoch and its ETA)
+PACE_EPOCHS = 5
 
 StepFn = Callable[[Any, "TrainingEngine"], Mapping[str, "float | torch.Tensor"]]
 BatchSource = Callable[[torch.Generator], Iterable[Any]]
@@ -434,12 +436,17 @@ class TrainingEngine:
         if not (done % self.log_every == 0 or stop != "epochs" or (total is not None and done >= total)):
             return
         metrics = {k: v for k, v in record.items() if k not in ("epoch", "seconds", "items_per_s")}
+        # one pace for both numbers: the ETA is the remaining epochs times the s/epoch shown, a mean over the
+        # last few epochs (the machine's load changes; the first epochs of a run are often slower)
+        recent = epoch_times[-PACE_EPOCHS:]
+        pace = float(np.mean(recent))
+        over = f" (mean of the last {len(recent)})" if len(recent) > 1 else ""
         eta = ""
         if total is not None and done < total and stop == "epochs":
-            eta = f", ETA {_format_seconds((total - done) * float(np.mean(epoch_times)))}"
+            eta = f", ETA {_format_seconds((total - done) * pace)}"
         of = f"/{total}" if total is not None else ""
         log(f"[{self.label}] epoch {done}{of} {_format_metrics(metrics)} | {record['items_per_s']:.1f} img/s, "
-            f"{record['seconds']:.1f}s/epoch{eta}", self.quiet)
+            f"{pace:.1f}s/epoch{over}{eta}", self.quiet)
 
     # ------------------------------------------------------------------------ weights and state
     def weights(self) -> dict[str, dict]:

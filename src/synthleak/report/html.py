@@ -33,12 +33,16 @@ N_COPIES = 12
 TILE = 160
 
 STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1150px;margin:auto;padding:0 12px;color:#222}
+body{font-family:system-ui,sans-serif;max-width:1240px;margin:auto;padding:0 12px;color:#222}
 .verdict{padding:14px 18px;border-radius:6px;font-size:1.15em;margin:16px 0}
 .shown{background:#fde8e4;border:2px solid #c0392b}.notshown{background:#e8f4ea;border:2px solid #2e7d32}
 .none{background:#f1f1f1;border:2px solid #999}
 table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+#metrics{font-size:.85em}#metrics td{white-space:nowrap}#metrics th{vertical-align:bottom}
+#metrics td,#metrics th{padding:3px 6px}#metrics td.err{white-space:normal;text-align:left}
+.ci{color:#555;font-size:.88em}
+#memorisation li{margin:4px 0}.note{background:#fff6db;border-left:4px solid #d9a400;padding:6px 10px}
 figure{display:inline-block;margin:6px;text-align:center;vertical-align:top}
 figcaption{font-size:.85em;color:#444;max-width:%dpx}
 .warn{color:#a40}.small{font-size:.9em;color:#555}
@@ -49,6 +53,20 @@ window.addEventListener('load', function () {
   var broken = Array.prototype.filter.call(document.images, function (i) { return !i.complete || i.naturalWidth === 0; });
   document.body.setAttribute('data-broken-images', String(broken.length));
   broken.forEach(function (i) { console.error('synthleak report: image failed to load: ' + i.getAttribute('src').slice(0, 80)); });
+  // layout facts for the browser check: the page's height, and whether the metrics table fits the window
+  // with every cell (a value and its CI) on one line
+  document.body.setAttribute('data-page-height', String(document.documentElement.scrollHeight));
+  var table = document.getElementById('metrics');
+  if (table) {
+    var overflow = table.getBoundingClientRect().right > document.documentElement.clientWidth;
+    var wrapped = Array.prototype.filter.call(table.querySelectorAll('td:not(.err)'), function (td) {
+      var line = parseFloat(getComputedStyle(td).lineHeight) || 1.2 * parseFloat(getComputedStyle(td).fontSize);
+      var pad = parseFloat(getComputedStyle(td).paddingTop) + parseFloat(getComputedStyle(td).paddingBottom);
+      return td.clientHeight - pad > 1.6 * line;
+    });
+    document.body.setAttribute('data-metrics-overflow', String(overflow));
+    document.body.setAttribute('data-metrics-wrapped', String(wrapped.length));
+  }
 });
 </script>"""
 
@@ -108,8 +126,37 @@ def verdict_html(report: AuditReport) -> str:
                 f"held-out images (p = {p}, alpha {v.alpha:g}). That is not proof of privacy: a weaker leak, or one "
                 "this test cannot see, remains possible.")
         css = "notshown"
+    lines = [v.summary()] + ([v.member_closer_line()] if v.member_closer_line() else [])
     return (f"<div class='verdict {css}' id='verdict'><b>{head}</b>: {body}{html.escape(copies)}"
-            f"<div class='small'>{html.escape(report.verdict.summary())}</div></div>")
+            + "".join(f"<div class='small'>{html.escape(line)}</div>" for line in lines) + "</div>")
+
+
+def memorisation_html(report: AuditReport) -> str:
+    """Each memorisation statistic in one plain sentence, the two questions they answer, and why they
+    disagree when they do (see report/summary.py)."""
+    from .summary import conclusion, summarise
+
+    v = report.verdict
+    if v is None:
+        return ""
+    s = summarise(v)
+    if not s.readings:
+        return ""
+    parts = ["<div id='memorisation'><h2>Memorisation: what each statistic says</h2>",
+             f"<p><b>{html.escape(conclusion(s))}</b></p>",
+             f"<p class='headline'>{html.escape(s.headline[0].upper() + s.headline[1:])}.</p>"]
+    for note in s.notes:
+        parts.append(f"<p class='note'>Why they differ: {html.escape(note)}</p>")
+    parts.append("<ul>")
+    for r in s.readings:
+        mark = "points to memorisation" if r.points_to_copying else "does not point to memorisation"
+        parts.append(f"<li><b>{html.escape(r.name)}</b> ({html.escape(r.question)}; {mark}): "
+                     f"{html.escape(r.sentence)}</li>")
+    parts.append("</ul>")
+    parts.append("<p class='small'>All of them compare the synthetic images with the <i>labelled</i> training and "
+                 "held-out images only, in the default recipe's space (pixels at the resolution the synthetic images "
+                 "resolve): a copy of an unlabelled training image is not seen.</p></div>")
+    return "\n".join(parts)
 
 
 def metrics_table(report: AuditReport) -> str:
@@ -118,31 +165,40 @@ def metrics_table(report: AuditReport) -> str:
     has_cv = any(m.cv for m in rows)
     has_test = any(m.test for m in rows)
     head = ["method", "calibration", "decision"]
+    ci = "<br><span class='ci'>[95% CI]</span>"
     if has_cv:
-        head += ["CV AUC [95% CI]", "CV kappa"]
+        head += [f"CV AUC{ci}", "CV kappa"]
     if has_test:
-        head += ["test AUC [95% CI]", "TPR@1%FPR [95% CI]", "kappa [95% CI]", "F1", "accuracy"]
+        head += [f"test AUC{ci}", f"TPR@1%FPR{ci}", f"kappa{ci}", "F1", "accuracy"]
     head += ["time"]
     out = ["<table id='metrics'><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for m in rows:
         name = m.name + (" (reference)" if m.name == CONTROL else "")
         if m.error:
-            out.append(f"<tr><td>{html.escape(name)}</td><td colspan='{len(head) - 1}'>"
+            out.append(f"<tr><td>{html.escape(name)}</td><td class='err' colspan='{len(head) - 1}'>"
                        f"{'failed' if m.traceback else 'skipped'}: {html.escape(m.error)}</td></tr>")
             continue
-        cells = [name, m.result.calibration if m.result else "", m.rule.mode]
+        cells = [html.escape(m.name) + (" <span class='ci'>(reference)</span>" if m.name == CONTROL else ""),
+                 *(html.escape(str(c)) for c in (m.result.calibration if m.result else "", m.rule.mode))]
         if has_cv:
-            cells += [str(m.cv["auc"]), f"{m.cv['kappa'].value:.3f}"] if m.cv else ["-", "-"]
+            cells += [_with_ci(m.cv["auc"]), f"{m.cv['kappa'].value:.3f}"] if m.cv else ["-", "-"]
         if has_test:
-            cells += ([str(m.test["auc"]), str(m.test["tpr@1%fpr"]), str(m.test["kappa"]), f"{m.test['f1'].value:.3f}",
-                       f"{m.test['accuracy'].value:.3f}"] if m.test else ["-"] * 5)
+            cells += ([_with_ci(m.test["auc"]), _with_ci(m.test["tpr@1%fpr"]), _with_ci(m.test["kappa"]),
+                       f"{m.test['f1'].value:.3f}", f"{m.test['accuracy'].value:.3f}"] if m.test else ["-"] * 5)
         cells.append(f"{m.seconds:.1f}s")
-        out.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
 
 
-def _copies_section(report: AuditReport, assets: _Assets) -> list[str]:
+def _with_ci(metric) -> str:
+    """A metric's value and, smaller beside it on the same line, its 95% CI (HTML)."""
+    if np.isnan(metric.value):
+        return "n/a"
+    return f"{metric.value:.3f} <span class='ci'>[{metric.low:.3f}, {metric.high:.3f}]</span>"
+
+
+def _copies_section(report: AuditReport, assets: _Assets, copies_file: Path | None = None) -> list[str]:
     v = report.verdict
     if v is None or not v.copies:
         return []
@@ -153,7 +209,9 @@ def _copies_section(report: AuditReport, assets: _Assets) -> list[str]:
     parts = [f"<h2>Copies: synthetic images that reproduce a training image ({len(v.copies)})</h2>",
              "<p>Each row: the synthetic image, the labelled training image it is closest to, and their absolute "
              "difference (dark = identical). A copy is a synthetic image more similar to a training image than 95% "
-             "of training images are to their nearest held-out real image.</p>"]
+             "of training images are to their nearest held-out real image. The caption says how near: against "
+             "those pairs of two patients' images, and as a distance relative to their median (0 = identical, "
+             "1 = as far apart as two patients' images typically are).</p>"]
     for rank, row in enumerate(v.copies[:N_COPIES]):
         fake = synthetic.read([syn_index[row.synthetic_id]])[0]  # synthetic images are read from their files
         real = data.real_used.pixels[real_index[row.real_id]]
@@ -161,11 +219,28 @@ def _copies_section(report: AuditReport, assets: _Assets) -> list[str]:
         strip = np.hstack([_tile(fake), _tile(real), _tile(diff)])
         src = assets.png(f"copy_{rank + 1}.png", strip)
         caption = (f"synthetic <b>{html.escape(row.synthetic_id)}</b> | real <b>{html.escape(row.real_id)}</b> | "
-                   f"difference; similarity {row.similarity:.4f}")
+                   f"difference; {html.escape(closeness(row))}")
         parts.append(_figure(src, caption, f"copy {rank + 1}"))
     if len(v.copies) > N_COPIES:
-        parts.append(f"<p class='small'>{len(v.copies) - N_COPIES} more in RUN.copies.csv.</p>")
+        more = len(v.copies) - N_COPIES
+        where = (f"in <code>{html.escape(str(copies_file))}</code>" if copies_file is not None else
+                 "not listed here: no copies file was written (audit with --out to write RUN.copies.csv)")
+        parts.append(f"<p class='small'>{more} more {'copy' if more == 1 else 'copies'} {where}.</p>")
+    elif copies_file is not None:
+        parts.append(f"<p class='small'>The list: <code>{html.escape(str(copies_file))}</code>.</p>")
     return parts
+
+
+def closeness(row) -> str:
+    """How close a copy is to its training image, in units a reader can weigh: against the pairs of a
+    training image and its nearest held-out image (two different patients)."""
+    if row.percentile is None:
+        return f"similarity {row.similarity:.4f}"
+    text = ("nearer than every training image comes to a held-out image" if row.percentile >= 100 else
+            f"nearer than {row.percentile:.0f}% of training images come to a held-out image")
+    if row.distance_ratio is not None:
+        text += f"; distance {row.distance_ratio:.2f} x their median"
+    return text
 
 
 def _plots(m: MethodReport, y_test: np.ndarray, assets: _Assets) -> str:
@@ -226,8 +301,9 @@ def _evidence(report: AuditReport, m: MethodReport, neighbours: np.ndarray, test
 
 
 def write_report(report: AuditReport, folder: Path, force: bool = False, y_test: np.ndarray | None = None,
-                 single_file: bool = False) -> Path:
-    """Write folder/index.html (with its PNGs beside it, or inlined when single_file)."""
+                 single_file: bool = False, copies_file: Path | None = None) -> Path:
+    """Write folder/index.html (with its PNGs beside it, or inlined when single_file). `copies_file` is
+    the RUN.copies.csv the audit wrote (None: none was written), named where the page lists copies."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     assets = _Assets(folder, single_file)
@@ -242,8 +318,8 @@ def write_report(report: AuditReport, folder: Path, force: bool = False, y_test:
              + (f", {len(data.real_used)} labelled training (used) and {len(data.real_not_used)} labelled held-out "
                 "(not used) real images" if data.has_labelled else "")
              + (f", {len(data.real_unknown)} test real images" if data.real_unknown is not None else "") + ".</p>",
-             verdict_html(report)]
-    parts += _copies_section(report, assets)
+             verdict_html(report), memorisation_html(report)]
+    parts += _copies_section(report, assets, copies_file)
     several = len(report.methods) > 1
     parts.append(f"<h2>{'Method comparison' if several else 'Metrics'}</h2>")
     parts.append(metrics_table(report))
