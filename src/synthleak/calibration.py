@@ -116,12 +116,15 @@ def neighbour_reference(scores: np.ndarray, features: np.ndarray, k: int) -> np.
     return scores[neighbour_rows(features, k)].mean(1)
 
 
-def neighbour_rows(features: np.ndarray, k: int) -> np.ndarray:
-    """[n, min(k, n - 1)]: each row's nearest other rows (one search serves every score calibrated on them)."""
+def neighbour_rows(features: np.ndarray, k: int, idx: np.ndarray | None = None) -> np.ndarray:
+    """[n, min(k, n - 1)]: each row's nearest other rows (one search serves every score calibrated on them).
+    `idx`: the rows of a features-on-features search the caller already ran, with at least k + 1 columns."""
     from .attacks.knn import NeighbourIndex
 
     k = min(k, len(features) - 1)
-    _, idx = NeighbourIndex(features).search(features, k + 1)
+    if idx is None:
+        _, idx = NeighbourIndex(features).search(features, k + 1)
+    idx = idx[:, :k + 1]
     # drop the row itself wherever it appears (exact duplicates may come first in either order)
     own = idx == np.arange(len(features))[:, None]
     keep = ~own

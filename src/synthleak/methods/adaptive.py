@@ -30,16 +30,16 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..attacks.knn import NeighbourIndex
 from ..calibration import Calibration, neighbour_rows
 from ..config import MethodConfig
 from ..data.layout import AuditData
-from ..errors import SynthleakError
 from ..features import get_extractor
 from ..features.store import image_features
 from ..metrics import score_metrics
 from ..resolution import Resolution, estimate_resolution, sample_rows
 from .base import MethodResult, Signal, labelled_folds
-from .density import density_ratio_scores
+from .density import density_ratio_ranks, density_ratio_scores
 
 #: the pre-registered candidates, in order of preference for ties (and the choice without labels)
 CANDIDATES = ("density-ratio+neighbours", "nearest", "nearest+neighbours")
@@ -64,15 +64,19 @@ def robust_scale(scores: np.ndarray) -> np.ndarray:
 def candidate_scores(syn: np.ndarray, reals: np.ndarray, cfg: MethodConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """{candidate: raw label-free score per real row}, and each real's 3 nearest synthetic rows.
 
-    One neighbour search serves both the nearest distance and the density ratio's numerator."""
+    One search of the synthetic set serves both the nearest distance and the density ratio's numerator,
+    and one reals-on-reals search both the density ratio's reference scale and the calibration."""
     k_real = cfg.option("k_real", 20, int)
-    ratio, neighbours, _, nearest_distance = density_ratio_scores(syn, reals, k_real)
-    nearest = -nearest_distance
     Calibration("neighbours", k=cfg.calibrate_k)  # validates k
-    if len(reals) < 3:
-        raise SynthleakError(f"difficulty calibration needs at least 3 real images, got {len(reals)}")
-    # the same reals-on-reals neighbourhoods calibrate every candidate (Calibration.apply, one search)
-    rows = neighbour_rows(reals, cfg.calibrate_k)
+    real_search = None
+    if len(reals) >= 3:  # (fewer: density_ratio_scores says so)
+        columns = max(min(cfg.calibrate_k, len(reals) - 1), density_ratio_ranks(k_real, len(reals))[1]) + 1
+        real_search = NeighbourIndex(reals).search(reals, columns)
+    ratio, neighbours, _, nearest_distance = density_ratio_scores(
+        syn, reals, k_real, real_distances=real_search[0] if real_search else None)
+    nearest = -nearest_distance
+    # the same reals-on-reals neighbourhoods calibrate every candidate (as Calibration.apply does each)
+    rows = neighbour_rows(reals, cfg.calibrate_k, idx=real_search[1])
     raw = {"density-ratio": ratio, "nearest": nearest}
     out = {}
     for name in CANDIDATES:

@@ -140,24 +140,34 @@ def run_nearest_local(data: AuditData, cfg: MethodConfig) -> MethodResult:
     return result
 
 
-def density_ratio_scores(syn: np.ndarray, reals: np.ndarray, k_real: int = 20, k_syn: int = 1
+def density_ratio_ranks(k_real: int, n_reals: int) -> tuple[int, int]:
+    """(low, high): the neighbour ranks among the reals whose log distances set the reference scale."""
+    # the real reference scale averages log distances over ranks k_real/2 .. 3k_real/2: one rank
+    # alone swings when a patient contributes about that many neighbouring slices
+    low, high = max(1, k_real // 2), k_real + k_real // 2
+    if n_reals <= high:
+        # few reals: the reference ranks shrink with the pool, keeping their share of it
+        high = n_reals - 1
+        low = max(1, min(low, high // 2))
+    return low, high
+
+
+def density_ratio_scores(syn: np.ndarray, reals: np.ndarray, k_real: int = 20, k_syn: int = 1,
+                         real_distances: np.ndarray | None = None
                          ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:
     """(scores, indices of each real's 3 nearest synthetic images, reference ranks (low, high), distance
     to the nearest synthetic image) of the k-NN density ratio for every row of `reals` (every other real
-    is the reference, labels unused)."""
+    is the reference, labels unused). `real_distances`: a reals-on-reals search the caller already ran
+    (sorted, the image itself first, at least density_ratio_ranks(...)[1] + 1 columns), reused."""
     if k_real < 2 or k_syn < 1:
         raise SynthleakError("--set k_real=N needs N >= 2 and --set k=N needs N >= 1")
     if len(reals) < 3:
         raise SynthleakError(f"density-ratio needs at least 3 real images (labelled + test), got {len(reals)}")
-    # the real reference scale averages log distances over ranks k_real/2 .. 3k_real/2: one rank
-    # alone swings when a patient contributes about that many neighbouring slices
-    low, high = max(1, k_real // 2), k_real + k_real // 2
-    if len(reals) <= high:
-        # few reals: the reference ranks shrink with the pool, keeping their share of it
-        high = len(reals) - 1
-        low = max(1, min(low, high // 2))
+    low, high = density_ratio_ranks(k_real, len(reals))
     d_syn, idx_syn = NeighbourIndex(syn).search(reals, max(k_syn, 3))
-    d_real, _ = NeighbourIndex(reals).search(reals, high + 1)  # the first is the image itself
+    if real_distances is None:
+        real_distances, _ = NeighbourIndex(reals).search(reals, high + 1)  # the first is the image itself
+    d_real = real_distances[:, :high + 1]
     # a floor keeps exact copies (distance 0) finite: far below any real spacing, so they rank first
     floor = 1e-6 * max(float(np.median(d_real[:, -1])), 1e-12)
     log_real = np.log(np.maximum(d_real[:, low:high + 1], floor)).mean(1)
