@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         image = cv2.imread(str(shot))
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        # the top of the page (verdict, copies, metrics) at half size keeps the README light
+        # the top of the page (verdict, memorisation summary, first copies) at half size keeps the README light
         top = image[:1500]
         cv2.imwrite(str(out), cv2.resize(top, (top.shape[1] // 2, top.shape[0] // 2), interpolation=cv2.INTER_AREA))
         print(f"wrote {out}: {report.verdict.summary() if report.verdict else 'no verdict'}")

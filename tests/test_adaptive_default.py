@@ -97,13 +97,34 @@ def test_too_few_labelled_patients_keep_the_first_candidate():
 
     rng = np.random.default_rng(0)
     y = np.r_[np.ones(30, int), np.zeros(30, int)]
-    scaled = {name: rng.normal(size=60) for name in CANDIDATES}
+    scaled = {name: 0.3 * y + rng.normal(size=60) for name in CANDIDATES}
     scaled[CANDIDATES[1]] = y + rng.normal(scale=0.1, size=60)  # a perfect-looking alternative
     two_patients = np.where(y == 1, "p1", "p2")
     chosen, why = choose(scaled, y, np.arange(60), two_patients)
     assert chosen == CANDIDATES[0] and "too few" in why
     many_patients = np.array([f"p{i // 3}" for i in range(60)])
     assert choose(scaled, y, np.arange(60), many_patients)[0] == CANDIDATES[1]
+
+
+def test_few_labelled_patients_veto_a_first_candidate_that_points_the_wrong_way():
+    """Two member patients cannot rank candidates, but they can show the first one is inverted (a 64 px DDPM)."""
+    from synthleak.methods.adaptive import INVERTED_AUC, choose
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(30, int), np.zeros(30, int)]
+    two_patients = np.where(y == 1, "p1", "p2")
+    scaled = {name: y + rng.normal(scale=0.8, size=60) for name in CANDIDATES}
+    scaled[CANDIDATES[0]] = -y + rng.normal(scale=0.3, size=60)  # members ranked clearly last
+    scaled[CANDIDATES[2]] = y + rng.normal(scale=0.3, size=60)   # the best of the others
+    chosen, why = choose(scaled, y, np.arange(60), two_patients)
+    assert chosen == CANDIDATES[2] and "wrong way" in why
+    # a first candidate near chance is not vetoed: a few patients' anatomy moves an AUC that much
+    scaled[CANDIDATES[0]] = rng.normal(size=60)
+    assert score_metrics(y, scaled[CANDIDATES[0]])["auc"] > INVERTED_AUC
+    assert choose(scaled, y, np.arange(60), two_patients)[0] == CANDIDATES[0]
+    # nor when every other candidate points the wrong way too
+    scaled = {name: -y + rng.normal(scale=0.3, size=60) for name in CANDIDATES}
+    assert choose(scaled, y, np.arange(60), two_patients)[0] == CANDIDATES[0]
 
 
 def test_the_same_seed_gives_the_same_scores():

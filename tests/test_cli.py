@@ -27,6 +27,10 @@ def test_audit_end_to_end(tiny_challenge, tmp_path, capsys):
     assert len(scores) == 24 and all("," in r for r in scores)
     summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["method"] == "nearest" and summary["test"]["auc"]["value"] > 0.8
+    # metrics are written for reading: at most 4 significant digits (no 0.43506249999999963)
+    metric_floats = [v for section in ("cv_on_labelled", "test") for metric in summary[section].values()
+                     for v in (metric["value"], metric["low"], metric["high"]) if isinstance(v, float)]
+    assert metric_floats and all(float(f"{v:.4g}") == v for v in metric_floats)
 
 
 def test_same_seed_same_files(tiny_challenge, tmp_path):

@@ -146,7 +146,8 @@ def test_labels(labels: str | Path | dict | None, data: AuditData) -> np.ndarray
     table = labels if isinstance(labels, dict) else read_labels(labels)
     missing = [i for i in data.real_unknown.ids if i not in table]
     if missing:
-        raise DataError(f"{labels}: {len(missing)} test images have no label (first: {missing[0]!r})")
+        raise DataError(f"{labels}: {len(missing)} test image{'s have' if len(missing) > 1 else ' has'} no label "
+                        f"(first: {missing[0]!r})")
     return np.array([table[i] for i in data.real_unknown.ids])
 
 
@@ -405,25 +406,26 @@ def copies_text(v) -> str:
     return "\n".join(rows) + "\n"
 
 
+def tidy_floats(value, key: str = ""):
+    """Floats rounded for reading (0.43506249999999963 -> 0.4351): 4 significant digits (metrics, shares,
+    p-values, C_T); the copy threshold keeps 6 decimals, as in RUN.copies.csv. Not for values that
+    reproduce a decision (the threshold is written whole)."""
+    if isinstance(value, dict):
+        return {k: tidy_floats(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [tidy_floats(v, key) for v in value]
+    if isinstance(value, (float, np.floating)) and np.isfinite(value):
+        return round(float(value), 6) if key == "copy_threshold" else float(f"{float(value):.4g}")
+    return value
+
+
 def _verdict_json(report: AuditReport) -> dict | None:
     if report.verdict is None:
         return {"error": report.verdict_error} if report.verdict_error else None
-
-    def tidy(value, key: str = ""):
-        """Floats rounded for reading (0.43506249999999963 -> 0.4351): 4 significant digits (shares, AUC,
-        p-values, C_T); the copy threshold keeps 6 decimals, as in RUN.copies.csv."""
-        if isinstance(value, dict):
-            return {k: tidy(v, k) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [tidy(v, key) for v in value]
-        if isinstance(value, (float, np.floating)) and np.isfinite(value):
-            return round(float(value), 6) if key == "copy_threshold" else float(f"{float(value):.4g}")
-        return value
-
     out = report.verdict.to_json()
     out["copies"] = len(report.verdict.copies)  # the rows themselves are in RUN.copies.csv
     out["scores_from"] = f"{DEFAULT_METHOD} (the default recipe's label-free scores of the labelled reals)"
-    return tidy(out)
+    return tidy_floats(out)
 
 
 def _shift_check(data: AuditData, cfg: MethodConfig) -> ShiftCheck:
@@ -452,17 +454,17 @@ def _write_outputs(m: MethodReport, data: AuditData, paths: dict[str, Path], cfg
         "decision": m.rule.describe(),
         "decision_rule": m.rule.mode,
         "decision_why": m.decision_why,
-        "recipe": m.result.details or None,
+        "recipe": tidy_floats(m.result.details) or None,
         "threshold": m.threshold,
         "trained_on": m.result.trained_on,
         "notes": m.result.notes,
         "seconds": round(m.seconds, 2),
-        "cv_on_labelled": {k: vars(v) for k, v in (m.cv or {}).items()},
-        "test": {k: vars(v) for k, v in (m.test or {}).items()},
-        "variants_cv_auc": m.variants_cv_auc,
-        "variants_test_auc": m.variants_test_auc,
+        "cv_on_labelled": tidy_floats({k: vars(v) for k, v in (m.cv or {}).items()}),
+        "test": tidy_floats({k: vars(v) for k, v in (m.test or {}).items()}),
+        "variants_cv_auc": tidy_floats(m.variants_cv_auc),
+        "variants_test_auc": tidy_floats(m.variants_test_auc),
         "artifacts": [str(a) for a in m.result.artifacts],
-        "shift": shift.to_json() if shift is not None else None,
+        "shift": tidy_floats(shift.to_json()) if shift is not None else None,
         "verdict": _verdict_json(report),
         "neighbour_search": m.search,
     }

@@ -14,7 +14,8 @@ Two findings shaped it (benchmarks/results/suite.md):
   MIN_UNITS_PER_CLASS patients of each class (look-alike clusters without --groups). Labelled reals
   from one or two patients (measured: a DCGAN on CT volumes whose labelled reals were two slabs of one
   patient made `nearest` look best, 0.97 against 0.84, and it was worst on the test patients, 0.73
-  against 0.93) cannot tell generator families apart. The CV scores reported are nested: each fold's
+  against 0.93) cannot tell generator families apart; they can still veto a first candidate that ranks
+  them clearly the wrong way round (INVERTED_AUC). The CV scores reported are nested: each fold's
   scores come from the candidate chosen on the other folds, so the choice is never graded on the
   images that made it. Without labelled reals the first candidate is used.
 
@@ -88,6 +89,12 @@ def candidate_scores(syn: np.ndarray, reals: np.ndarray, cfg: MethodConfig) -> t
 #: labelled units (patients; look-alike clusters without groups) each class needs before the labels may
 #: overrule the first candidate: with fewer, a labelled AUC is one or two patients' anatomy, not the generator
 MIN_UNITS_PER_CLASS = 5
+#: with too few units, the labels may still veto the first candidate when it ranks the labelled members clearly
+#: *below* the non-members (measured: the calibrated density ratio on a 64 px DDPM, labelled AUC 0.16 from two
+#: member patients, test 0.52, while `nearest` reached 0.86): a score pointing the wrong way is not a matter of
+#: degree. 0.30, not 0.50: a few patients' anatomy moves an AUC far on weak signals (random scores of 30 + 30 images
+#: fall to 0.40 about one time in ten, to 0.30 about one in 250, more often when the images come from two patients)
+INVERTED_AUC = 0.30
 #: bootstrap resamples (of labelled units) behind the choice, and the one-sided confidence it needs
 CHOICE_BOOTSTRAP = 200
 CHOICE_CONFIDENCE = 0.95
@@ -118,15 +125,23 @@ def choose(scaled: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, units
            seed: int = 0) -> tuple[str, str]:
     """(candidate, why) for the labelled rows `rows`: the first candidate unless another one's AUC beats
     it with CHOICE_CONFIDENCE in a bootstrap over labelled units (patients), which needs at least
-    MIN_UNITS_PER_CLASS units of each class; among those that do, the highest AUC."""
+    MIN_UNITS_PER_CLASS units of each class; among those that do, the highest AUC. With fewer units the first
+    candidate is kept unless its labelled AUC is at most INVERTED_AUC (then the best other candidate)."""
     prior = CANDIDATES[0]
     y_rows, u_rows = y[rows], units[rows]
     per_class = [len(np.unique(u_rows[y_rows == c])) for c in (0, 1)]
-    if min(per_class) < MIN_UNITS_PER_CLASS:
-        return prior, (f"{prior} (the first pre-registered candidate): the labelled reals hold {per_class[1]} member and "
-                       f"{per_class[0]} non-member patients (or look-alike clusters), fewer than "
-                       f"{MIN_UNITS_PER_CLASS} of each, too few to let their AUCs choose")
     aucs = {name: _auc(scaled[name][rows], y_rows) for name in CANDIDATES}
+    if min(per_class) < MIN_UNITS_PER_CLASS:
+        few = (f"the labelled reals hold {per_class[1]} member and {per_class[0]} non-member patients (or look-alike "
+               f"clusters), fewer than {MIN_UNITS_PER_CLASS} of each, too few to let their AUCs choose")
+        if aucs[prior] <= INVERTED_AUC:
+            others = [name for name in CANDIDATES[1:] if aucs[name] > INVERTED_AUC]
+            if others:
+                best = max(others, key=lambda name: aucs[name])
+                return best, (f"{best}: {prior} (the first pre-registered candidate) points the wrong way on the "
+                              f"labelled reals (AUC {aucs[prior]:.3f} <= {INVERTED_AUC}); {few}, so the candidate "
+                              f"with the highest labelled AUC ({aucs[best]:.3f}) is used")
+        return prior, f"{prior} (the first pre-registered candidate): {few}"
     from scipy.stats import rankdata
 
     ranks = np.column_stack([rankdata(scaled[name][rows]) for name in CANDIDATES])
