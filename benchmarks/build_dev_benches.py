@@ -75,7 +75,8 @@ def _write_csv(path: Path, table: dict[str, str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synthleak.bench.build import BenchSpec, build_benchmark, build_from_folder
+    from synthleak.bench.build import BenchSpec, build_benchmark
+    from synthleak.bench.folder import build_from_folder
     from synthleak.bench.phantoms import make_population_phantoms
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

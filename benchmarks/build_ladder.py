@@ -115,7 +115,7 @@ def markdown(summary: dict, audits: dict[int, list[dict]], settings: dict, timin
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from synthleak.bench.build import build_from_folder
+    from synthleak.bench.folder import build_from_folder
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out")

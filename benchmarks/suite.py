@@ -120,7 +120,7 @@ def _meta(work: Path) -> dict[str, Path | None]:
 
 
 def build(work: Path, only: set[str] | None) -> None:
-    from synthleak.bench.build import build_from_folder
+    from synthleak.bench.folder import build_from_folder
 
     meta = _meta(work)
     done_ladders: set[str] = set()

@@ -7,7 +7,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "synthleak"
 #: packages / modules that sit above models/ (models/ must not import them)
-ABOVE_MODELS = ("features", "methods", "attacks", "pipeline", "cli", "report", "bench", "decide", "demo")
+ABOVE_MODELS = ("features", "methods", "attacks", "pipeline", "cli", "report", "bench", "decide", "demo", "config")
+#: all that networks and trainers in models/ may import from the package: utilities, and image constants
+MODELS_MAY_IMPORT = ("synthleak.models", "synthleak.errors", "synthleak.fsutil", "synthleak.runtime",
+                     "synthleak.data.images")
 
 
 def _sources(folder: Path | None = None):
@@ -94,3 +97,85 @@ def test_import_resolution_sees_relative_imports():
     path = PACKAGE / "models" / "example.py"
     tree = ast.parse("from ..features import base\nfrom .engine import TrainingEngine\nimport torch\n")
     assert {"synthleak.features", "synthleak.models.engine", "torch"} <= _imported_modules(path, tree)
+
+
+def test_models_import_only_utilities():
+    """Networks and trainers take plain settings objects: no run configuration, no application layer."""
+    offenders = []
+    for path, tree in _sources(PACKAGE / "models"):
+        for name in _imported_modules(path, tree):
+            if name.startswith("synthleak") and not any(name == m or name.startswith(m + ".")
+                                                        for m in MODELS_MAY_IMPORT):
+                offenders.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert not offenders, "\n".join(offenders)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports (at the top or inside functions: both run, sooner or later)."""
+    sources = {_module_name(path): _imported_modules(path, tree) for path, tree in _sources()}
+    graph = {}
+    for module, imported in sources.items():
+        edges = set()
+        for name in imported:
+            parts = name.split(".")
+            # "pkg.mod.attr" names the module pkg.mod: the longest prefix that is a module
+            target = next((".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in sources),
+                          None)
+            if target and target != module:
+                edges.add(target)
+        graph[module] = edges
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the directed graph (as a path that returns to its start), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def _component(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_no_import_cycles_between_modules():
+    """Imports inside functions count: they hide a loop from Python's import order, not from the reader."""
+    graph = _module_graph()
+    # a module importing its own package's __init__ is how a package re-exports, not a loop of layers
+    graph = {m: {t for t in edges if not m.startswith(t + ".")} for m, edges in graph.items()}
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_import_cycles_between_packages():
+    """The layers (data, models, features, attacks, methods, report, bench, engines, ...) form a hierarchy."""
+    components: dict[str, set[str]] = {}
+    for module, edges in _module_graph().items():
+        source = _component(module)
+        components.setdefault(source, set()).update(_component(t) for t in edges if _component(t) != source)
+    cycle = _cycle(components)
+    assert cycle is None, "import cycle between packages: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    tree = ast.parse("def f():\n    from .ladder import build_ladder\n")
+    assert "synthleak.bench.ladder" in _imported_modules(PACKAGE / "bench" / "build.py", tree)

@@ -90,15 +90,15 @@ def test_patch_nce_prefers_matching_patches():
 
 def test_settings_from_config_and_validation():
     cfg = MethodConfig(image_size=64, base_filters=8, epochs=3, batch_size=2, options={"resnet_blocks": "4"})
-    s = DCLGANSettings.from_config(cfg)
+    s = dclgan.dclgan_settings(cfg)
     assert (s.image_size, s.base_filters, s.epochs, s.batch_size, s.resnet_blocks) == (64, 8, 3, 2, 4)
-    default = DCLGANSettings.from_config(MethodConfig())
+    default = dclgan.dclgan_settings(MethodConfig())
     assert (default.image_size, default.base_filters, default.epochs, default.resnet_blocks) == (256, 64, 200, 6)
     assert (default.lr_g, default.lr_d, default.nce_t) == (1e-4, 4e-4, 0.05)
     with pytest.raises(SynthleakError, match="image-size"):
-        DCLGANSettings.from_config(MethodConfig(image_size=30))
+        dclgan.dclgan_settings(MethodConfig(image_size=30))
     with pytest.raises(SynthleakError, match="resnet_blocks"):
-        DCLGANSettings.from_config(MethodConfig(options={"resnet_blocks": "x"}))
+        dclgan.dclgan_settings(MethodConfig(options={"resnet_blocks": "x"}))
 
 
 def _tensors(n: int, seed: int) -> torch.Tensor:

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from synthleak.bench.build import BenchSpec, build_benchmark, build_from_folder
+from synthleak.bench.build import BenchSpec, build_benchmark
+from synthleak.bench.folder import build_from_folder
 from synthleak.bench.phantoms import make_phantoms
 from synthleak.data import discover
 from synthleak.data.runfile import read_labels

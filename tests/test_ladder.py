@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthleak.bench.build import BenchSpec, build_from_folder, draw_split, make_generator
+from synthleak.bench.build import BenchSpec, draw_split, make_generator
+from synthleak.bench.folder import build_from_folder
 from synthleak.bench.ladder import build_ladder, ladder_epoch_length, parse_rungs
 from synthleak.bench.meter import member_closer_share, memorisation_meter
 from synthleak.bench.phantoms import make_phantoms

@@ -372,7 +372,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_build_bench(args) -> int:
-    from .bench.build import build_from_folder
+    from .bench.folder import build_from_folder
     from .runtime import choose_device
 
     summary = build_from_folder(

@@ -38,15 +38,6 @@ def choose_device(requested: str | None = None) -> str:
     return requested
 
 
-def torch_generator(seed: int):
-    """A seeded CPU generator: the same random draws whatever device the model runs on."""
-    import torch
-
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
-    return g
-
-
 @dataclass
 class Progress:
     """Minimal progress lines on stderr (epochs, items/s); silent when quiet."""

@@ -100,8 +100,8 @@ def search_context(mode: str = "auto") -> Iterator[SearchContext]:
 class NeighbourIndex:
     """Euclidean k-NN over a fixed database of float32 vectors ([n, d] array or memory map).
 
-    `backend`: "auto" / "blas" / "torch" / "numpy" (the exact BLAS search above; the last two are
-    older names kept for callers) or "faiss" (exact, FAISS's flat k-NN for the float32 candidates).
+    `backend`: "auto" (the exact BLAS search above) or "faiss" (exact, FAISS's flat k-NN for the float32
+    candidates).
     `mode`: "exact", "approx" or "auto"; None takes the mode of the enclosing `search_context`.
     """
 
@@ -112,7 +112,7 @@ class NeighbourIndex:
             self.database = np.ascontiguousarray(database, dtype=np.float32)
         if self.database.ndim != 2 or len(self.database) == 0:
             raise ValueError("database must be a non-empty [n, d] array")
-        if backend not in ("auto", "blas", "torch", "numpy", "faiss"):
+        if backend not in ("auto", "faiss"):
             raise ValueError(f"unknown neighbour-search backend {backend!r}")
         self.backend = backend
         ctx = _context.get()
@@ -445,8 +445,3 @@ def _rounding_bound(q: np.ndarray, max_norm: float, dims: int, unit: float) -> n
     qnorm = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))
     return _relative_bound(dims, unit) * (qnorm + max_norm) ** 2
 
-
-def nearest_distance(queries: np.ndarray, database: np.ndarray, k: int = 1) -> np.ndarray:
-    """Mean distance to the k nearest database vectors (k=1: the nearest)."""
-    d, _ = NeighbourIndex(database).search(queries, k)
-    return d.mean(axis=1)

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -26,9 +27,17 @@ from ..config import MethodConfig
 from ..data.images import ImageSet, decode_file
 from ..data.stream import DEFAULT_CHUNK, LazyImageSet
 from ..errors import DataError, SynthleakError, UnreadableInputError
-from ..features.base import FeatureExtractor
 
 INSTALL_HINT = "pip install 'synthleak[ray]'"
+
+
+class FittedExtractor(Protocol):
+    """What the actors need of a fitted feature extractor (features.base.FeatureExtractor is one); a
+    protocol, so that the engine does not import the feature layer that calls it."""
+
+    cfg: MethodConfig
+
+    def transform(self, images: ImageSet) -> np.ndarray: ...
 
 
 def _ray():
@@ -95,7 +104,7 @@ def decode_files(batch: dict[str, np.ndarray], table_ref, size: int, window) -> 
 class EmbedImages:
     """Ray Data actor: rows {row, pixels} -> rows {row, features} with the fitted extractor."""
 
-    def __init__(self, extractor: FeatureExtractor):
+    def __init__(self, extractor: FittedExtractor):
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when Ray gave this actor one
@@ -134,7 +143,7 @@ def _user_error(exc: BaseException) -> SynthleakError | None:
     return None
 
 
-def ray_feature_batches(extractor: FeatureExtractor, images: LazyImageSet, cfg: MethodConfig, start: int = 0
+def ray_feature_batches(extractor: FittedExtractor, images: LazyImageSet, cfg: MethodConfig, start: int = 0
                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(rows, float32 features) batches of images[start:], in whatever order the cluster finishes them."""
     ray = _ray()

@@ -29,12 +29,36 @@ from ..runtime import log
 from .base import FeatureExtractor
 
 __all__ = ["DCLGAN", "CriticExtractor", "CriticReadout", "DCLGANSettings", "DCLGANTrainer", "PatchGANDiscriminator",
-           "PatchMLP", "ResnetGenerator", "TrainRecord", "TrainedCritic", "activation_maps",
+           "PatchMLP", "ResnetGenerator", "TrainRecord", "TrainedCritic", "activation_maps", "dclgan_settings",
            "feature_matching_loss", "histogram_loss", "patch_nce_loss", "r1_penalty", "read_critic",
            "soft_histogram", "split_halves", "to_model_input", "train_or_load"]
 
 #: bump when the architecture or training loop changes, so cached models are not reused
 VERSION = 1
+
+
+def dclgan_settings(cfg: MethodConfig) -> DCLGANSettings:
+    """The DCLGAN the audit's options ask for (--image-size, --base-filters, --epochs, --batch-size, --set keys)."""
+    return DCLGANSettings(
+        image_size=cfg.image_size or 256,
+        base_filters=cfg.base_filters or 64,
+        resnet_blocks=cfg.option("resnet_blocks", 6, int),
+        epochs=cfg.epochs if cfg.epochs is not None else 200,
+        batch_size=cfg.batch_size or 8,
+        lr_g=cfg.option("lr_g", 1e-4, float),
+        lr_d=cfg.option("lr_d", 4e-4, float),
+        nce_t=cfg.option("nce_t", 0.05, float),
+        nce_patches=cfg.option("nce_patches", 256, int),
+        lambda_gan=cfg.option("lambda_gan", 1.0, float),
+        lambda_nce=cfg.option("lambda_nce", 1.0, float),
+        lambda_fm=cfg.option("lambda_fm", 1.0, float),
+        lambda_hist=cfg.option("lambda_hist", 1.0, float),
+        hist_bins=cfg.option("hist_bins", 64, int),
+        r1_gamma=cfg.option("r1_gamma", 1.0, float),
+        r1_every=cfg.option("r1_every", 4, int),
+        amp=bool(cfg.option("amp", 1, int)),
+        train_minutes=cfg.option("train_minutes", 0.0, float),
+    ).check()
 
 
 # ------------------------------------------------------------------------------ trained models
@@ -159,7 +183,7 @@ class CriticExtractor(FeatureExtractor):
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
-        self.settings = DCLGANSettings.from_config(cfg)
+        self.settings = dclgan_settings(cfg)
         self.trained: TrainedCritic | None = None
 
     def fit(self, synthetic: ImageSet) -> "CriticExtractor":

@@ -42,7 +42,7 @@ from ..data.layout import AuditData
 from ..decide import cv_folds
 from ..errors import SynthleakError
 from ..features.dclgan import (CriticReadout, DCLGANSettings, PatchGANDiscriminator, TrainedCritic,
-                               activation_maps, read_critic, split_halves, train_or_load)
+                               activation_maps, dclgan_settings, read_critic, split_halves, train_or_load)
 from ..runtime import log
 from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
 
@@ -356,7 +356,7 @@ def _check_options(cfg: MethodConfig) -> None:
 
 
 def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    settings = DCLGANSettings.from_config(cfg)
+    settings = dclgan_settings(cfg)
     _check_options(cfg)
     domain = cfg.option("dclgan_domain", "halves", str)
     if domain not in DOMAINS:

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..config import MethodConfig
 from ..errors import SynthleakError
 from ..runtime import seed_everything
 from .engine import TrainingEngine
@@ -54,28 +53,9 @@ class DCLGANSettings:
     # Wall-clock cap on training (minutes, 0 = none): stops at an epoch end; for fixed-slot GPU runs.
     train_minutes: float = 0.0
 
-    @staticmethod
-    def from_config(cfg: MethodConfig) -> "DCLGANSettings":
-        s = DCLGANSettings(
-            image_size=cfg.image_size or 256,
-            base_filters=cfg.base_filters or 64,
-            resnet_blocks=cfg.option("resnet_blocks", 6, int),
-            epochs=cfg.epochs if cfg.epochs is not None else 200,
-            batch_size=cfg.batch_size or 8,
-            lr_g=cfg.option("lr_g", 1e-4, float),
-            lr_d=cfg.option("lr_d", 4e-4, float),
-            nce_t=cfg.option("nce_t", 0.05, float),
-            nce_patches=cfg.option("nce_patches", 256, int),
-            lambda_gan=cfg.option("lambda_gan", 1.0, float),
-            lambda_nce=cfg.option("lambda_nce", 1.0, float),
-            lambda_fm=cfg.option("lambda_fm", 1.0, float),
-            lambda_hist=cfg.option("lambda_hist", 1.0, float),
-            hist_bins=cfg.option("hist_bins", 64, int),
-            r1_gamma=cfg.option("r1_gamma", 1.0, float),
-            r1_every=cfg.option("r1_every", 4, int),
-            amp=bool(cfg.option("amp", 1, int)),
-            train_minutes=cfg.option("train_minutes", 0.0, float),
-        )
+    def check(self) -> "DCLGANSettings":
+        """self, or a one-line user error naming the option that is out of range."""
+        s = self
         checks = [
             (s.image_size >= 32 and s.image_size % 4 == 0, "--image-size must be a multiple of 4 and at least 32"),
             (s.base_filters >= 1, "--base-filters must be at least 1"),
