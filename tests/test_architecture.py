@@ -179,3 +179,11 @@ def test_the_cycle_finder_finds_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     tree = ast.parse("def f():\n    from .ladder import build_ladder\n")
     assert "synthleak.bench.ladder" in _imported_modules(PACKAGE / "bench" / "build.py", tree)
+
+
+def test_the_entry_points_stay_short():
+    """The audit and the parser read as a table of contents: the steps live in named functions."""
+    for module, name in (("pipeline.py", "run_audit"), ("cli.py", "build_parser")):
+        tree = ast.parse((PACKAGE / module).read_text())
+        fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name)
+        assert fn.end_lineno - fn.lineno + 1 < 60, f"{module}:{name} is {fn.end_lineno - fn.lineno + 1} lines"

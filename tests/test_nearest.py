@@ -15,7 +15,7 @@ from synthleak.metrics import score_metrics
 def test_backends_agree():
     rng = np.random.default_rng(0)
     db, q = rng.normal(size=(300, 16)), rng.normal(size=(40, 16))
-    d_t, i_t = NeighbourIndex(db, "torch").search(q, 3)
+    d_t, i_t = NeighbourIndex(db, "auto").search(q, 3)
     d_f, i_f = NeighbourIndex(db, "faiss").search(q, 3)
     brute = np.sqrt(((q[:, None] - db[None]) ** 2).sum(-1))
     assert (i_t == np.argsort(brute, 1)[:, :3]).all() and (i_f == i_t).all()

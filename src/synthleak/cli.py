@@ -82,13 +82,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="method-specific option (repeatable; default: none; see README, Methods)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="synthleak",
-        description="Was this real image used to train the generator that made these synthetic images?")
-    parser.add_argument("--version", action="version", version=f"synthleak {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_audit(sub) -> None:
     a = sub.add_parser("audit", help="score and label test reals; print CV (and test) metrics")
     a.add_argument("data", nargs="?", help="challenge-layout folder (or use --train/--test)")
     a.add_argument("--train", help="folder with generated/ and optionally real_used/, real_not_used/ (default: DATA's train/, "
@@ -138,25 +132,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(a)
     _add_model_options(a)
 
+
+def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="metrics of a run or scores file against labels")
     e.add_argument("run", help="run file (<id>,<0|1>) or scores file (<id>,<score>)")
     e.add_argument("--labels", required=True, help="labels file <id or file name>,<0|1>")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples behind each 95%% CI (default 1000)")
     e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
 
+
+def _add_validate(sub) -> None:
     v = sub.add_parser("validate", help="check a run file against a test folder")
     v.add_argument("run", help="run file (<id>,<0|1>) to check")
     v.add_argument("--test", required=True,
                    help="the folder holding real_unknown/ (DATA/test for a train/test layout, DATA for a one-folder "
                         "layout) or the real_unknown/ folder itself")
 
-    sub.add_parser("methods", help="list methods and feature spaces")
 
+def _add_methods(sub) -> None:
+    m = sub.add_parser("methods", help="list methods and feature spaces")
+    m.add_argument("--details", metavar="NAME", help="a method's (or feature space's) --set keys: type, default, help")
+
+
+def _add_demo(sub) -> None:
     d = sub.add_parser("demo", help="build a phantom benchmark, train a small generator, audit it")
     d.add_argument("--out", help="folder for the demo data and outputs (default: a temporary folder)")
     d.add_argument("--epochs", type=int, default=60, help="generator training epochs (default 60)")
     _add_common(d)
 
+
+def _add_build_bench(sub) -> None:
     b = sub.add_parser("build-bench", help="build a ground-truth benchmark from real images")
     b.add_argument("real", help="folder of real images (recursively), or a class-folder dataset")
     b.add_argument("--out", required=True, help="folder to write the benchmark to (must not exist or be empty)")
@@ -184,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "OUT/rung-<steps>/ per rung and OUT/ladder.json with the memorisation meter (default: one benchmark)")
     _add_common(b)
 
+
+def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="supervised encoder pre-training on a class-folder dataset")
     p.add_argument("--data", required=True, help="DIR/{train,valid,test}/<class>/* or DIR/<class>/*")
     p.add_argument("--arch", required=True, help="encoder architecture (conv-res, vit)")
@@ -199,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="architecture-specific option (repeatable; default: none)")
     _add_common(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthleak",
+        description="Was this real image used to train the generator that made these synthetic images?")
+    parser.add_argument("--version", action="version", version=f"synthleak {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_audit(sub)
+    _add_evaluate(sub)
+    _add_validate(sub)
+    _add_methods(sub)
+    _add_demo(sub)
+    _add_build_bench(sub)
+    _add_pretrain(sub)
     return parser
 
 
@@ -341,11 +363,35 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _method_details(name: str) -> int:
+    """`synthleak methods --details NAME`: what NAME is and every --set key it reads."""
+    from .config import MethodConfig
+    from .features import FEATURE_SPACES, feature_space_options
+    from .methods import get_method, option_classes
+
+    if name in FEATURE_SPACES:
+        description, classes = FEATURE_SPACES[name][1], feature_space_options(name)
+        print(f"feature space {name}: {description}")
+    else:
+        spec = get_method(name)
+        description, classes = spec.description, option_classes(name, MethodConfig())
+        print(f"{name}: {description}")
+        space = "its own" if not spec.reads_feature_space else f"--feature-space, default {spec.feature_space}"
+        print(f"  feature space: {space}; calibration: {spec.calibration}; decision: {spec.decision}"
+              + (f" ({spec.shift_decision} when the shift check fires)" if spec.shift_decision else ""))
+    lines = [line for cls in dict.fromkeys(classes) for line in cls.describe()]
+    print("  --set keys:" if lines else "  --set keys: none")
+    for line in lines:
+        print(f"    {line}")
+    return 0
+
+
 def cmd_methods(args) -> int:
     from .features import FEATURE_SPACES
-    from .methods import METHODS
+    from .methods import DEFAULT_METHOD, METHODS
 
-    from .methods import DEFAULT_METHOD
+    if args.details:
+        return _method_details(args.details)
 
     width = max(len(n) for n in METHODS)
     print("methods (--method NAME; 'quick' = all not marked slow, 'all' = every method):")

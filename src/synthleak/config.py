@@ -39,18 +39,8 @@ class MethodConfig:
     workers: int = 2
     quiet: bool = False
     artifacts_dir: Path | None = None
+    #: `--set KEY=VALUE` strings; each method and feature space reads its declared keys (synthleak.options)
     options: dict[str, str] = field(default_factory=dict)
-
-    def option(self, key: str, default=None, cast=str):
-        """A free-form `--set key=value` option, cast to the caller's type."""
-        if key not in self.options:
-            return default
-        try:
-            return cast(self.options[key])
-        except (TypeError, ValueError):
-            from .errors import SynthleakError
-
-            raise SynthleakError(f"--set {key}={self.options[key]!r}: expected a {cast.__name__}") from None
 
 
 @dataclass

@@ -16,7 +16,8 @@ from .data.layout import AuditData, discover
 from .data.runfile import atomic_write_text, check_writable, read_labels, run_text, scores_text
 from .decide import AUTO, DecisionRule, cv_decisions
 from .errors import DataError, SynthleakError, UnreadableInputError, one_line
-from .methods import CONTROL, DEFAULT_METHOD, METHODS, MethodResult, get_method, method_config, run_method
+from .methods import (CONTROL, DEFAULT_METHOD, METHODS, MethodResult, check_method_options, get_method, method_config,
+                      run_method)
 from .methods.base import labelled_folds
 from .metrics import Metric, evaluate, score_metrics
 from .runtime import log, seed_everything
@@ -277,20 +278,8 @@ def run_audit(
     cfg = cfg or MethodConfig()
     rule = decision or DecisionRule(AUTO)
     names = expand_methods(methods)
-    multiple = len(names) > 1
-    if scores_out is not None and (out is None or multiple):
-        raise SynthleakError("--scores needs --out and a single method (several methods write RUN.<method>.scores.csv)")
-    paths: dict[str, dict[str, Path]] = {}
-    if out is not None:
-        # Refuse to overwrite before any expensive work, not after it. The errors log too, though it is
-        # written only when something fails: which it is cannot be known before the work.
-        for n in names:
-            paths[n] = output_paths(Path(out), n, multiple, Path(scores_out) if scores_out else None)
-            for p in paths[n].values():
-                check_writable(p, force)
-        if with_verdict:
-            check_writable(copies_path(Path(out)), force)
-        check_writable(errors_log_path(Path(out)), force)
+    check_method_options(names, cfg, with_default=with_verdict)
+    paths = _checked_output_paths(names, out, scores_out, force, with_verdict)
     audit_data = data if isinstance(data, AuditData) else discover(
         data, train, test, groups, window=window, groups_from=groups_from)
     if out is not None and audit_data.real_unknown is None:
@@ -299,6 +288,43 @@ def run_audit(
         raise SynthleakError(f"--decision {rule.mode} needs labelled reals (real_used/ and real_not_used/) "
                              "to measure false positives")
     y_test = test_labels(labels, audit_data)
+    report = _new_report(audit_data, rule, cfg)
+    for n in names:
+        log(f"running {n} ...", cfg.quiet)
+        report.methods.append(run_one(n, audit_data, cfg, rule, y_test, n_boot, keep_going=len(names) > 1,
+                                      shift=report.shift))
+        _note_failure(report, report.methods[-1], f"method {n}")
+    if check_control and audit_data.has_labelled:
+        _add_control(report, cfg, rule, y_test, n_boot)
+    if with_verdict and audit_data.has_labelled:
+        _add_verdict(report, cfg, rule, y_test, n_boot, alpha, permutations)
+    if out is not None:
+        _write_all(report, paths, Path(out), cfg, force, id_style)
+    return report
+
+
+def _checked_output_paths(names: list[str], out, scores_out, force: bool, with_verdict: bool
+                          ) -> dict[str, dict[str, Path]]:
+    """Each method's output paths, refused before any expensive work when they exist (without --force). The
+    errors log too, though it is written only when something fails: which it is cannot be known before."""
+    multiple = len(names) > 1
+    if scores_out is not None and (out is None or multiple):
+        raise SynthleakError("--scores needs --out and a single method (several methods write RUN.<method>.scores.csv)")
+    paths: dict[str, dict[str, Path]] = {}
+    if out is None:
+        return paths
+    for n in names:
+        paths[n] = output_paths(Path(out), n, multiple, Path(scores_out) if scores_out else None)
+        for p in paths[n].values():
+            check_writable(p, force)
+    if with_verdict:
+        check_writable(copies_path(Path(out)), force)
+    check_writable(errors_log_path(Path(out)), force)
+    return paths
+
+
+def _new_report(audit_data: AuditData, rule: DecisionRule, cfg: MethodConfig) -> AuditReport:
+    """The report before any method: the data's notes, and the shift check of labelled vs test reals."""
     report = AuditReport(audit_data, [], rule)
     report.warnings += audit_data.notes
     if not audit_data.has_labelled:
@@ -308,36 +334,35 @@ def run_audit(
         report.shift = _shift_check(audit_data, cfg)
         if report.shift.shifted:
             report.warnings.append(report.shift.message())
-    for n in names:
-        log(f"running {n} ...", cfg.quiet)
-        report.methods.append(run_one(n, audit_data, cfg, rule, y_test, n_boot, keep_going=multiple,
-                                      shift=report.shift))
-        _note_failure(report, report.methods[-1], f"method {n}")
-    if check_control and audit_data.has_labelled:
-        control = next((m for m in report.methods if m.name == CONTROL and m.result is not None), None)
-        if control is None:
-            # the reference control is the pixel-space one (the same reference in every audit)
-            control_cfg = replace(cfg, feature_space="pixels", calibrate=None, quiet=True, artifacts_dir=None)
-            control = run_one(CONTROL, audit_data, control_cfg, rule, y_test, n_boot, keep_going=True)
-            _note_failure(report, control, "the reference control")
-        report.control = control
-        if control.cv is not None and control.cv["auc"].value > CONTROL_WARN_AUC:
-            report.warnings.append(
-                f"the real-only control reaches CV AUC {control.cv['auc'].value:.2f} without looking at any "
-                "synthetic image: membership leaks through the labelled reals (same patients or scanners "
-                "in both splits?); a method must beat the control to show a generator signal")
-    if with_verdict and audit_data.has_labelled:
-        _add_verdict(report, cfg, rule, y_test, n_boot, alpha, permutations)
-    if out is not None:
-        for m in report.methods:
-            if m.result is None or m.test_pred is None:
-                continue
-            _write_outputs(m, audit_data, paths[m.name], method_config(m.name, cfg), report, force, id_style)
-        if report.verdict is not None:
-            atomic_write_text(copies_path(Path(out)), copies_text(report.verdict), force)
-        if report.failures:
-            atomic_write_text(errors_log_path(Path(out)), errors_log_text(report), force)
     return report
+
+
+def _add_control(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int) -> None:
+    """The real-only control: the pixel-space one unless the user ran it, a warning when it leaks."""
+    control = next((m for m in report.methods if m.name == CONTROL and m.result is not None), None)
+    if control is None:
+        # the reference control is the pixel-space one (the same reference in every audit)
+        control_cfg = replace(cfg, feature_space="pixels", calibrate=None, quiet=True, artifacts_dir=None)
+        control = run_one(CONTROL, report.data, control_cfg, rule, y_test, n_boot, keep_going=True)
+        _note_failure(report, control, "the reference control")
+    report.control = control
+    if control.cv is not None and control.cv["auc"].value > CONTROL_WARN_AUC:
+        report.warnings.append(
+            f"the real-only control reaches CV AUC {control.cv['auc'].value:.2f} without looking at any "
+            "synthetic image: membership leaks through the labelled reals (same patients or scanners "
+            "in both splits?); a method must beat the control to show a generator signal")
+
+
+def _write_all(report: AuditReport, paths: dict[str, dict[str, Path]], out: Path, cfg: MethodConfig, force: bool,
+               id_style: str) -> None:
+    for m in report.methods:
+        if m.result is None or m.test_pred is None:
+            continue
+        _write_outputs(m, report.data, paths[m.name], method_config(m.name, cfg), report, force, id_style)
+    if report.verdict is not None:
+        atomic_write_text(copies_path(out), copies_text(report.verdict), force)
+    if report.failures:
+        atomic_write_text(errors_log_path(out), errors_log_text(report), force)
 
 
 def _note_failure(report: AuditReport, m: MethodReport, what: str) -> None:

@@ -28,6 +28,24 @@ FEATURE_SPACES: dict[str, tuple[str, str]] = {
              "copy detection: contrastive (NT-Xent) ResNet trained on the generated images to match near-copies"),
 }
 
+#: the `--set` keys each feature space reads ("module:Class" of synthleak.options.Options subclasses)
+FEATURE_OPTIONS: dict[str, str] = {
+    "pixels": "synthleak.features.pixels:PixelOptions",
+    "radiomics": "synthleak.features.radiomics:RadiomicsOptions",
+    "resnet-ae": "synthleak.features.resnet_ae:ResNetAEOptions",
+    "conv-res-ae": "synthleak.features.conv_res_ae:ConvResAEOptions",
+    "vit-ae": "synthleak.features.vit_ae:ViTAEOptions",
+    "effnet-lite0": "synthleak.features.imagenet:EffnetOptions",
+    "dclgan-critic": "synthleak.features.dclgan:DCLGANOptions",
+    "copy": "synthleak.features.copy:CopyOptions",
+}
+
+
+def feature_space_options(name: str | None) -> list:
+    """The option classes of feature space `name` (none for pixels32, an unknown name or None)."""
+    return [load_object(FEATURE_OPTIONS[name])] if name in FEATURE_OPTIONS else []
+
+
 #: encoder architectures for `synthleak pretrain`: name -> "module:function" building
 #: (encoder nn.Module with attribute out_dim, input_size) from a PretrainConfig.
 ENCODER_ARCHS: dict[str, str] = {
@@ -47,4 +65,5 @@ def get_extractor(name: str, cfg: MethodConfig) -> FeatureExtractor:
     return load_object(FEATURE_SPACES[name][0])(cfg)
 
 
-__all__ = ["ENCODER_ARCHS", "FEATURE_SPACES", "FeatureExtractor", "get_extractor", "load_object"]
+__all__ = ["ENCODER_ARCHS", "FEATURE_OPTIONS", "FEATURE_SPACES", "FeatureExtractor", "feature_space_options",
+           "get_extractor", "load_object"]

@@ -15,6 +15,7 @@ seed); training resumes from `<cached model>.partial` after an interruption.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from ..models.checkpoint import file_digest, load_checkpoint, load_into, state_d
 from ..models.classifier import load_pretrained_encoder
 from ..models.conv_res_ae import DEFAULT_DROPOUT, FILTERS, ConvResAE, ConvResDecoder, ConvResEncoder
 from ..models.tensors import autocast, batches, resize_u8, to_tensor
+from ..options import Options, option
 from ..runtime import log, seed_everything
 from .base import EncoderSpec, FeatureExtractor
 
@@ -39,6 +41,13 @@ DEFAULT_IMAGE_SIZE = 128
 DEFAULT_EPOCHS = 100
 #: bump when the model or its training changes, so cached models are not reused
 MODEL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ConvResAEOptions(Options):
+    lr: float = option(1e-3, "Adam learning rate of the autoencoder")
+    dropout: float = option(DEFAULT_DROPOUT, "dropout in the encoder, in [0, 1)")
+    pool: str = option("avg", "pooling of the encoder's last map (avgmax adds the global max: 512-d)")
 
 
 # ----------------------------------------------------------------------------- pretrain contract
@@ -59,13 +68,9 @@ def build_pretrain_encoder(cfg: PretrainConfig) -> EncoderSpec:
 
 
 def _dropout(options: dict) -> float:
-    raw = options.get("dropout", str(DEFAULT_DROPOUT))
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+    value = ConvResAEOptions.read(options).dropout
     if not 0 <= value < 1:
-        raise SynthleakError(f"--set dropout={raw!r}: expected a number in [0, 1)")
+        raise SynthleakError(f"--set dropout={options.get('dropout', value)!r}: expected a number in [0, 1)")
     return value
 
 
@@ -84,9 +89,10 @@ class ConvResAEExtractor(FeatureExtractor):
         self.image_size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
         self.epochs = int(cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS)
         self.batch_size = int(cfg.batch_size or 32)
-        self.lr = cfg.option("lr", 1e-3, float)
+        opts = ConvResAEOptions.read(cfg.options)
+        self.lr = opts.lr
         self.dropout = _dropout(cfg.options)
-        self.pool = cfg.option("pool", "avg", str)
+        self.pool = opts.pool
         self.encoder_path = Path(cfg.encoder) if cfg.encoder else None
         if self.encoder_path is not None and not self.encoder_path.is_file():
             raise CheckpointError(f"{self.encoder_path}: --encoder checkpoint file does not exist")

@@ -37,6 +37,7 @@ from ..models.checkpoint import load_checkpoint, load_into
 from ..models.contrastive import DEPTHS, CopyEncoder, embed_images, train_contrastive
 from ..models.engine import TrainResult
 from ..models.tensors import resize_u8
+from ..options import Options, option
 from ..runtime import log, seed_everything
 from .base import TrainedModelExtractor
 
@@ -46,6 +47,14 @@ VERSION = 1
 #: augmented pairs shown to the encoder when --epochs is not given (epochs = ceil(TRAIN_IMAGES / n))
 TRAIN_IMAGES = 30_000
 MAX_AUTO_EPOCHS = 200
+
+
+@dataclass(frozen=True)
+class CopyOptions(Options):
+    copy_depth: str = option("resnet10", "depth of the copy encoder", choices=tuple(DEPTHS))
+    copy_projection: int = option(64, "width of the contrastive projection head", minimum=1)
+    copy_lr: float = option(1e-3, "learning rate of the contrastive training")
+    copy_temperature: float = option(0.1, "NT-Xent temperature")
 
 
 @dataclass(frozen=True)
@@ -63,15 +72,16 @@ class CopySettings:
 
     @staticmethod
     def from_config(cfg: MethodConfig) -> "CopySettings":
+        opts = CopyOptions.read(cfg.options)
         s = CopySettings(
             image_size=cfg.image_size or 64,
             base_filters=cfg.base_filters or 16,
-            depth=cfg.option("copy_depth", "resnet10", str),
-            projection_dim=cfg.option("copy_projection", 64, int),
+            depth=opts.copy_depth,
+            projection_dim=opts.copy_projection,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size or 128,
-            lr=cfg.option("copy_lr", 1e-3, float),
-            temperature=cfg.option("copy_temperature", 0.1, float),
+            lr=opts.copy_lr,
+            temperature=opts.copy_temperature,
         )
         if s.image_size < 32:
             raise SynthleakError(f"--image-size {s.image_size}: the copy encoder needs at least 32 pixels")

@@ -25,6 +25,7 @@ from ..models.dclgan import (DCLGAN, DCLGANSettings, DCLGANTrainer, PatchGANDisc
                              ResnetGenerator, TrainRecord, to_gan_space, to_model_input)
 from ..models.gan_losses import feature_matching_loss, histogram_loss, patch_nce_loss, r1_penalty, soft_histogram
 from ..models.tensors import autocast
+from ..options import Options, option
 from ..runtime import log
 from .base import FeatureExtractor
 
@@ -37,27 +38,36 @@ __all__ = ["DCLGAN", "CriticExtractor", "CriticReadout", "DCLGANSettings", "DCLG
 VERSION = 1
 
 
+@dataclass(frozen=True)
+class DCLGANOptions(Options):
+    resnet_blocks: int = option(6, "ResNet blocks of the generator")
+    lr_g: float = option(1e-4, "generator learning rate (TTUR)")
+    lr_d: float = option(4e-4, "discriminator learning rate (TTUR)")
+    nce_t: float = option(0.05, "PatchNCE temperature")
+    nce_patches: int = option(256, "patches sampled per layer for PatchNCE")
+    lambda_gan: float = option(1.0, "weight of the adversarial loss")
+    lambda_nce: float = option(1.0, "weight of the PatchNCE loss")
+    lambda_fm: float = option(1.0, "weight of the feature-matching loss")
+    lambda_hist: float = option(1.0, "weight of the histogram (HU) loss")
+    hist_bins: int = option(64, "bins of the soft histogram loss")
+    r1_gamma: float = option(1.0, "R1 gradient-penalty weight")
+    r1_every: int = option(4, "apply the gradient penalty every N discriminator steps")
+    amp: int = option(1, "mixed precision on CUDA (1) or not (0)", minimum=0)
+    train_minutes: float = option(0.0, "wall-clock cap on training in minutes (0 = none)")
+
+
 def dclgan_settings(cfg: MethodConfig) -> DCLGANSettings:
     """The DCLGAN the audit's options ask for (--image-size, --base-filters, --epochs, --batch-size, --set keys)."""
+    opts = DCLGANOptions.read(cfg.options)
     return DCLGANSettings(
         image_size=cfg.image_size or 256,
         base_filters=cfg.base_filters or 64,
-        resnet_blocks=cfg.option("resnet_blocks", 6, int),
         epochs=cfg.epochs if cfg.epochs is not None else 200,
         batch_size=cfg.batch_size or 8,
-        lr_g=cfg.option("lr_g", 1e-4, float),
-        lr_d=cfg.option("lr_d", 4e-4, float),
-        nce_t=cfg.option("nce_t", 0.05, float),
-        nce_patches=cfg.option("nce_patches", 256, int),
-        lambda_gan=cfg.option("lambda_gan", 1.0, float),
-        lambda_nce=cfg.option("lambda_nce", 1.0, float),
-        lambda_fm=cfg.option("lambda_fm", 1.0, float),
-        lambda_hist=cfg.option("lambda_hist", 1.0, float),
-        hist_bins=cfg.option("hist_bins", 64, int),
-        r1_gamma=cfg.option("r1_gamma", 1.0, float),
-        r1_every=cfg.option("r1_every", 4, int),
-        amp=bool(cfg.option("amp", 1, int)),
-        train_minutes=cfg.option("train_minutes", 0.0, float),
+        resnet_blocks=opts.resnet_blocks, lr_g=opts.lr_g, lr_d=opts.lr_d, nce_t=opts.nce_t,
+        nce_patches=opts.nce_patches, lambda_gan=opts.lambda_gan, lambda_nce=opts.lambda_nce,
+        lambda_fm=opts.lambda_fm, lambda_hist=opts.lambda_hist, hist_bins=opts.hist_bins, r1_gamma=opts.r1_gamma,
+        r1_every=opts.r1_every, amp=bool(opts.amp), train_minutes=opts.train_minutes,
     ).check()
 
 

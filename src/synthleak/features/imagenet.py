@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
 from ..models.checkpoint import file_digest
+from ..options import Options, option
 from ..models.effnet_lite0 import HEAD_CHANNELS, LAYERS, EfficientNetLite0, SameConv2d, load_lite0
 from ..runtime import Progress
 from .base import FeatureExtractor
@@ -103,6 +105,14 @@ def parse_layers(spec: str | None) -> tuple[str, ...]:
     return tuple(n for n in LAYERS if n in names)
 
 
+@dataclass(frozen=True)
+class EffnetOptions(Options):
+    effnet_layers: str | None = option(None, "comma list of the network stages pooled into the features "
+                                             "(default: the multi-stage set)")
+    effnet_norm: str = option("tf-lite", "input normalisation of the weights", choices=tuple(NORMALISATIONS))
+    effnet_grid: int = option(DEFAULT_GRID, "pooling grid per stage (1 = global pooling, up to 8)")
+
+
 class ImageNetLiteExtractor(FeatureExtractor):
     """Pooled multi-stage EfficientNet-Lite0 features (ImageNet weights, no training on the audit).
 
@@ -121,14 +131,15 @@ class ImageNetLiteExtractor(FeatureExtractor):
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
-        self.layers = parse_layers(cfg.option("effnet_layers", None, str))
+        opts = EffnetOptions.read(cfg.options)
+        self.layers = parse_layers(opts.effnet_layers)
         self.image_size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
         if self.image_size < 32:
             raise SynthleakError(f"--image-size {self.image_size}: EfficientNet-Lite0 needs at least 32 pixels")
-        self.norm = cfg.option("effnet_norm", "tf-lite", str)
+        self.norm = opts.effnet_norm
         if self.norm not in NORMALISATIONS:
             raise SynthleakError(f"--set effnet_norm={self.norm}: choose from {', '.join(NORMALISATIONS)}")
-        self.grid = cfg.option("effnet_grid", DEFAULT_GRID, int)
+        self.grid = opts.effnet_grid
         if not 1 <= self.grid <= 8:
             raise SynthleakError(f"--set effnet_grid={self.grid}: expected 1 (global pooling) to 8")
         self.batch_size = int(cfg.batch_size or 32)

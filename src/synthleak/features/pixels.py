@@ -1,13 +1,22 @@
 """Downsampled pixels: the GAN-Leaks baseline feature space."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from ..cache import make_key
 from ..config import MethodConfig
 from ..data.images import ImageSet
+from ..options import Options, option
 from .base import FeatureExtractor
+
+
+@dataclass(frozen=True)
+class PixelOptions(Options):
+    pixel_side: int = option(64, "side of the downsampled image in the 'pixels' space (the default recipe: "
+                                 "the measured resolution)", minimum=2)
 
 
 class PixelExtractor(FeatureExtractor):
@@ -17,7 +26,7 @@ class PixelExtractor(FeatureExtractor):
 
     def __init__(self, cfg: MethodConfig, side: int | None = None):
         super().__init__(cfg)
-        self.side = side or cfg.option("pixel_side", 64, int)
+        self.side = side or PixelOptions.read(cfg.options).pixel_side
 
     def transform(self, images: ImageSet) -> np.ndarray:
         out = np.empty((len(images), self.side * self.side), dtype=np.float32)

@@ -50,6 +50,7 @@ from ..models.classifier import EncoderClassifier, classification_step, load_pre
 from ..models.classifier import evaluate as _evaluate  # module-level name: tests interrupt training here
 from ..models.engine import IndexBatches, TrainingEngine
 from ..models.tensors import resize_u8
+from ..options import Options, check_options, option
 from ..runtime import log, seed_everything
 
 __all__ = ["ClassFolderData", "augment", "load_class_folders", "load_pretrained_encoder", "run_pretrain"]
@@ -217,12 +218,14 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     """
     import torch
 
-    from . import ENCODER_ARCHS, load_object
+    from . import ENCODER_ARCHS, FEATURE_OPTIONS, load_object
 
     if cfg.arch not in ENCODER_ARCHS:
         raise SynthleakError(f"--arch {cfg.arch}: unknown architecture (choose from {', '.join(ENCODER_ARCHS)})")
     if cfg.epochs < 1:
         raise SynthleakError(f"--epochs {cfg.epochs}: must be at least 1")
+    arch_options = [load_object(FEATURE_OPTIONS["conv-res-ae"])] if cfg.arch == "conv-res" else []  # dropout
+    check_options(cfg.options, [PretrainOptions, *arch_options], f"pretrain --arch {cfg.arch}")
     if cfg.batch_size < 1:
         raise SynthleakError(f"--batch-size {cfg.batch_size}: must be at least 1")
     out = Path(cfg.out)
@@ -234,8 +237,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     log(f"[pretrain {cfg.arch}] {cfg.data}: classes {data.classes}; images {counts}", cfg.quiet)
 
     spec = load_object(ENCODER_ARCHS[cfg.arch])(cfg)
-    lr = float(cfg.lr if cfg.lr is not None else spec.lr)
-    size = int(spec.input_size)
+    lr, size = float(cfg.lr if cfg.lr is not None else spec.lr), int(spec.input_size)
     pixels = {s: resize_u8(data.pixels[s], size) for s in SPLITS}
     model = EncoderClassifier(spec.encoder, len(data.classes)).to(cfg.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=spec.weight_decay)
@@ -284,12 +286,14 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class PretrainOptions(Options):
+    valid_fraction: float = option(0.15, "share of each class held out for validation (0-0.5)")
+    test_fraction: float = option(0.15, "share of each class held out for the test accuracy (0-0.5)")
+
+
 def _fraction(cfg: PretrainConfig, key: str) -> float:
-    raw = cfg.options.get(key, "0.15")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SynthleakError(f"--set {key}={raw!r}: expected a number between 0 and 0.5") from None
+    value = getattr(PretrainOptions.read(cfg.options), key)
     if not 0 <= value <= 0.5:
-        raise SynthleakError(f"--set {key}={raw!r}: expected a number between 0 and 0.5")
+        raise SynthleakError(f"--set {key}={cfg.options[key]!r}: expected a number between 0 and 0.5")
     return value

@@ -20,6 +20,7 @@ from ..cache import make_key
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import SynthleakError
+from ..options import Options, option
 from .base import FeatureExtractor
 
 #: bump when the feature definitions change, so cached features are recomputed
@@ -150,6 +151,11 @@ def radiomics_vector(img: np.ndarray, bank: list[GaborKernel], glcm_levels: int 
     return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
+@dataclass(frozen=True)
+class RadiomicsOptions(Options):
+    glcm_levels: int = option(64, "grey levels of the co-occurrence matrices (2-256)")
+
+
 class RadiomicsExtractor(FeatureExtractor):
     """Handcrafted radiomics vector per image (`--set glcm_levels=N`, default 64)."""
 
@@ -158,7 +164,7 @@ class RadiomicsExtractor(FeatureExtractor):
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
-        self.glcm_levels = cfg.option("glcm_levels", 64, int)
+        self.glcm_levels = RadiomicsOptions.read(cfg.options).glcm_levels
         if not 2 <= self.glcm_levels <= 256:
             raise SynthleakError(f"--set glcm_levels={self.glcm_levels}: must be between 2 and 256")
 

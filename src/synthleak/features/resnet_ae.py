@@ -21,12 +21,19 @@ from ..models.checkpoint import load_checkpoint, load_into
 from ..models.engine import TrainResult
 from ..models.resnet_ae import ResNetAE
 from ..models.tensors import autocast, to_tensor
+from ..options import Options, option
 from ..runtime import log, seed_everything
 from .base import TrainedModelExtractor
 
 ARCH = "resnet-ae"
 #: bump when the architecture or training loop changes, so cached models are retrained
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResNetAEOptions(Options):
+    latent_dim: int = option(512, "width of the autoencoder's latent")
+    lr: float = option(1e-4, "Adam learning rate of the autoencoder")
 
 
 @dataclass(frozen=True)
@@ -42,13 +49,14 @@ class ResNetAESettings:
 
     @staticmethod
     def from_config(cfg: MethodConfig) -> "ResNetAESettings":
+        opts = ResNetAEOptions.read(cfg.options)
         s = ResNetAESettings(
             image_size=cfg.image_size or 128,
             base_filters=cfg.base_filters or 32,
-            latent_dim=cfg.option("latent_dim", 512, int),
+            latent_dim=opts.latent_dim,
             epochs=cfg.epochs if cfg.epochs is not None else 50,
             batch_size=cfg.batch_size or 32,
-            lr=cfg.option("lr", 1e-4, float),
+            lr=opts.lr,
         )
         if s.image_size % 8 or s.image_size < 16:
             raise SynthleakError(f"--image-size {s.image_size}: the ResNet autoencoder needs a multiple of 8, >= 16")

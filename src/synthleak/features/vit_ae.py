@@ -33,6 +33,7 @@ from ..models.vit_ae import (DEFAULT_VIT_INPUT, PATCH, VIT_SIZES, ViTAutoencoder
                              check_vit_input, check_vit_size, tanh_space_mse)
 from ..models.vit_weights import (detect_layout, load_pretrained_vit_encoder, load_vit_weights,
                                   resample_position_embeddings, vit_state_from_file)
+from ..options import Options, option
 from ..runtime import Progress, log, seed_everything
 from .base import EncoderSpec, FeatureExtractor
 
@@ -63,6 +64,13 @@ def build_pretrain_encoder(cfg: PretrainConfig) -> EncoderSpec:
 
 # ------------------------------------------------------------------------------------ training
 @dataclass(frozen=True)
+class ViTAEOptions(Options):
+    latent: int = option(512, "width of the Linear 768 -> latent head on the ViT encoder")
+    lr: float = option(1e-4, "Adam learning rate of the autoencoder")
+    weight_decay: float = option(1e-5, "Adam weight decay of the autoencoder")
+
+
+@dataclass(frozen=True)
 class ViTAESettings:
     """Everything that determines the trained autoencoder (its cache key is built from this)."""
 
@@ -81,7 +89,8 @@ class ViTAESettings:
     @staticmethod
     def from_config(cfg: MethodConfig) -> "ViTAESettings":
         check_vit_size(cfg.vit_size)
-        latent = cfg.option("latent", 512, int)
+        opts = ViTAEOptions.read(cfg.options)
+        latent = opts.latent
         if latent < 1:
             raise SynthleakError("--set latent=N: N must be at least 1")
         epochs = 10 if cfg.epochs is None else cfg.epochs
@@ -93,8 +102,8 @@ class ViTAESettings:
             latent=latent,
             epochs=epochs,
             batch_size=cfg.batch_size or 32,
-            lr=cfg.option("lr", 1e-4, float),
-            weight_decay=cfg.option("weight_decay", 1e-5, float),
+            lr=opts.lr,
+            weight_decay=opts.weight_decay,
             weights=cfg.weights,
             weights_digest=file_digest(cfg.weights),
             encoder=cfg.encoder,

@@ -13,6 +13,7 @@ from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..features import load_object
+from ..options import Options, check_options
 from .base import MethodResult, MethodSpec
 
 CONTROL = "control-real-only"
@@ -21,46 +22,65 @@ DEFAULT_METHOD = "default"
 #: the default recipe's decision rule when the shift check fires (chosen in benchmarks/results/suite.md)
 SHIFT_DECISION = "mixture"
 
+_M = "synthleak.methods."
+_CLUSTER_OPTIONS = dict(option_classes=(f"{_M}seed_ae_cluster:ClusterOptions",), reads_feature_space=False,
+                        more_options=f"{_M}seed_ae_cluster:clustered_space_options")
+_VIT_OPTIONS = dict(option_classes=(f"{_M}seed_vit_ae:SeedViTAEOptions", "synthleak.features.vit_ae:ViTAEOptions"),
+                    reads_feature_space=False)
+
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
     MethodSpec("nearest", "synthleak.methods.nearest:run_nearest",
-               "GAN-Leaks full black-box: minus the distance to the nearest synthetic image (--feature-space)"),
+               "GAN-Leaks full black-box: minus the distance to the nearest synthetic image (--feature-space)",
+               option_classes=(f"{_M}nearest:NearestOptions",)),
     MethodSpec("nearest-calibrated", "synthleak.methods.nearest:run_nearest_calibrated",
                "nearest-synthetic distance minus nearest distance to labelled non-members (cross-fitted)",
-               needs_labelled=True),
+               needs_labelled=True, option_classes=(f"{_M}nearest:NearestOptions",)),
     MethodSpec("nearest-local", "synthleak.methods.density:run_nearest_local",
-               "nearest-synthetic distance relative to the k-th nearest (local synthetic density; no reference)"),
+               "nearest-synthetic distance relative to the k-th nearest (local synthetic density; no reference)",
+               option_classes=(f"{_M}density:NearestLocalOptions",)),
     MethodSpec(DEFAULT_METHOD, "synthleak.methods.adaptive:run_adaptive",
                "the default recipe: pixels at the synthetic set's measured resolution (never finer than 64x64); "
                "the best of density-ratio+neighbours, nearest, nearest+neighbours on the labelled reals (nested "
                f"CV); kappa-best threshold, or the {SHIFT_DECISION} rule when the labelled reals are unlike the test reals",
-               feature_space="pixels", calibration="none", decision="kappa", shift_decision=SHIFT_DECISION),
+               feature_space="pixels", calibration="none", decision="kappa", shift_decision=SHIFT_DECISION,
+               option_classes=(f"{_M}adaptive:AdaptiveOptions",), reads_feature_space=False),
     MethodSpec("density-ratio", "synthleak.methods.density:run_density_ratio",
                "k-NN DOMIAS: log(distance to the k-th nearest real, labels unused) - log(distance to the nearest "
-               "synthetic image)"),
+               "synthetic image)", option_classes=(f"{_M}density:DensityRatioOptions",)),
     MethodSpec("domias", "synthleak.methods.density:run_domias",
-               "DOMIAS density ratio p_synthetic / p_reference (KDE in PCA space; reference: all reals, unlabelled)"),
+               "DOMIAS density ratio p_synthetic / p_reference (KDE in PCA space; reference: all reals, unlabelled)",
+               option_classes=(f"{_M}density:DomiasOptions",)),
     MethodSpec("ensemble", "synthleak.methods.ensemble:run_ensemble",
-               "mean score rank of several methods (--set ensemble=nearest,nearest-local,nearest@radiomics)"),
+               "mean score rank of several methods (--set ensemble=nearest,nearest-local,nearest@radiomics)",
+               option_classes=(f"{_M}ensemble:EnsembleOptions",), reads_feature_space=False,
+               more_options=f"{_M}ensemble:component_options"),
     MethodSpec(CONTROL, "synthleak.methods.nearest:run_control_real_only",
                "control: 1-NN between labelled used / not-used reals; never looks at synthetic images",
-               uses_synthetic=False, needs_labelled=True),
+               uses_synthetic=False, needs_labelled=True, option_classes=(f"{_M}nearest:NearestOptions",)),
     MethodSpec("seed-resnet-radiomics", "synthleak.methods.seed_resnet_radiomics:run",
                "paper method 3: ResNet AE latent + radiomics, Mahalanobis/recon/cosine meta-signals, Random Forest",
-               slow=True),
+               slow=True, reads_feature_space=False,
+               option_classes=(f"{_M}seed_resnet_radiomics:SeedResNetRadiomicsOptions",
+                               "synthleak.features.resnet_ae:ResNetAEOptions",
+                               "synthleak.features.radiomics:RadiomicsOptions")),
     MethodSpec("seed-ae-kmeans", "synthleak.methods.seed_ae_cluster:run_kmeans",
-               "paper method 2: residual conv AE encoder features, KMeans into used / not used", slow=True),
+               "paper method 2: residual conv AE encoder features, KMeans into used / not used", slow=True,
+               **_CLUSTER_OPTIONS),
     MethodSpec("seed-ae-gmm", "synthleak.methods.seed_ae_cluster:run_gmm",
-               "paper method 2: residual conv AE encoder features, Gaussian mixture posterior", slow=True),
+               "paper method 2: residual conv AE encoder features, Gaussian mixture posterior", slow=True,
+               **_CLUSTER_OPTIONS),
     MethodSpec("seed-ae-spectral", "synthleak.methods.seed_ae_cluster:run_spectral",
-               "paper method 2: residual conv AE encoder features, spectral clustering", slow=True),
+               "paper method 2: residual conv AE encoder features, spectral clustering", slow=True,
+               **_CLUSTER_OPTIONS),
     MethodSpec("seed-vit-ae", "synthleak.methods.seed_vit_ae:run_classifier",
                "paper method 1: ViT autoencoder encoder features, CV-chosen classifier", needs_labelled=True,
-               slow=True),
+               slow=True, **_VIT_OPTIONS),
     MethodSpec("seed-vit-ae-recon", "synthleak.methods.seed_vit_ae:run_recon",
-               "paper method 1: ViT autoencoder reconstruction error", slow=True),
+               "paper method 1: ViT autoencoder reconstruction error", slow=True, **_VIT_OPTIONS),
     MethodSpec("seed-dclgan", "synthleak.methods.seed_dclgan:run",
                "paper method 4: DCLGAN critic output / activation overlap / critic features, chosen by CV",
-               slow=True),
+               slow=True, reads_feature_space=False,
+               option_classes=(f"{_M}seed_dclgan:SeedDCLGANOptions", "synthleak.features.dclgan:DCLGANOptions")),
 ]}
 
 
@@ -83,6 +103,30 @@ def get_method(name: str) -> MethodSpec:
 def method_config(name: str, cfg: MethodConfig) -> MethodConfig:
     """cfg as method `name` (a variant name too) runs it: its own defaults where the user set none."""
     return get_method(name).configure(cfg, split_variant(name)[1])
+
+
+def option_classes(name: str, cfg: MethodConfig) -> list[type[Options]]:
+    """The `--set` option classes method `name` (a variant name too) reads when run with cfg."""
+    from ..features import feature_space_options
+
+    spec = get_method(name)
+    cfg = method_config(name, cfg)
+    classes = [load_object(path) for path in spec.option_classes]
+    if spec.reads_feature_space:
+        classes += feature_space_options(cfg.feature_space)
+    if spec.more_options:
+        classes += load_object(spec.more_options)(cfg)
+    return classes
+
+
+def check_method_options(names: list[str], cfg: MethodConfig, with_default: bool = False) -> None:
+    """Every `--set` key is read by one of the methods (by the default recipe too when it runs for the
+    verdict), and every value has its declared type: else a one-line user error naming the valid keys."""
+    if not cfg.options:
+        return
+    runs = list(names) + ([DEFAULT_METHOD] if with_default and DEFAULT_METHOD not in names else [])
+    classes = [cls for n in runs for cls in option_classes(n, cfg)]
+    check_options(cfg.options, classes, ", ".join(names))
 
 
 def run_method(name: str, data: AuditData, cfg: MethodConfig) -> MethodResult:
@@ -133,5 +177,5 @@ def calibrate_result(result: MethodResult, data: AuditData, cfg: MethodConfig, c
     result.calibration = calibration.mode
 
 
-__all__ = ["CONTROL", "DEFAULT_METHOD", "SHIFT_DECISION", "METHODS", "MethodResult", "MethodSpec", "get_method", "method_config",
-           "run_method", "split_variant"]
+__all__ = ["CONTROL", "DEFAULT_METHOD", "SHIFT_DECISION", "METHODS", "MethodResult", "MethodSpec",
+           "check_method_options", "get_method", "method_config", "option_classes", "run_method", "split_variant"]

@@ -27,7 +27,7 @@ scores and the verdict's relabelling test takes the maximum over them in every r
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,12 +38,19 @@ from ..data.layout import AuditData
 from ..features import get_extractor
 from ..features.store import image_features
 from ..metrics import score_metrics
+from ..options import Options, option
 from ..resolution import Resolution, estimate_resolution, sample_rows
 from .base import MethodResult, Signal, labelled_folds
 from .density import density_ratio_ranks, density_ratio_scores
 
 #: the pre-registered candidates, in order of preference for ties (and the choice without labels)
 CANDIDATES = ("density-ratio+neighbours", "nearest", "nearest+neighbours")
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions(Options):
+    pixel_side: int | None = option(None, "compare at this side instead of the measured resolution", minimum=2)
+    k_real: int = option(20, "the reals' neighbour whose distance sets the density ratio's real scale")
 
 
 def measure_resolution(data: AuditData, cfg: MethodConfig) -> Resolution:
@@ -67,7 +74,7 @@ def candidate_scores(syn: np.ndarray, reals: np.ndarray, cfg: MethodConfig) -> t
 
     One search of the synthetic set serves both the nearest distance and the density ratio's numerator,
     and one reals-on-reals search both the density ratio's reference scale and the calibration."""
-    k_real = cfg.option("k_real", 20, int)
+    k_real = AdaptiveOptions.read(cfg.options).k_real
     Calibration("neighbours", k=cfg.calibrate_k)  # validates k
     real_search = None
     if len(reals) >= 3:  # (fewer: density_ratio_scores says so)
@@ -174,7 +181,7 @@ def selection_units(data: AuditData, seed: int) -> np.ndarray:
 
 def run_adaptive(data: AuditData, cfg: MethodConfig) -> MethodResult:
     resolution = measure_resolution(data, cfg)
-    side = cfg.option("pixel_side", resolution.comparison_side, int)
+    side = AdaptiveOptions.read(cfg.options).pixel_side or resolution.comparison_side
     space_cfg = replace(cfg, feature_space="pixels", options={**cfg.options, "pixel_side": str(side)})
     extractor = get_extractor("pixels", space_cfg)
     syn = image_features(extractor, data.synthetic(cfg.synthetic_pool), space_cfg)

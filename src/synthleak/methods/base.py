@@ -69,23 +69,28 @@ class MethodSpec:
     needs_labelled: bool = False
     #: excluded from `--method all` (too slow for a default comparison)
     slow: bool = False
-    #: the method's own settings, used where the user chose none: feature space, calibration,
-    #: decision rule and `--set` options (the default recipe is a method with its own settings)
+    #: the method's own settings, used where the user chose none: feature space, calibration and
+    #: decision rule (the default recipe is a method with its own settings)
     feature_space: str = "pixels"
     calibration: str = "none"
     decision: str = "kappa"
     #: the rule used instead of `decision` when the shift check fires (labelled reals unlike the test
     #: reals): one whose threshold does not rest on the labelled reals' score values; None keeps `decision`
     shift_decision: str | None = None
-    options: tuple[tuple[str, str], ...] = ()
+    #: the `--set` keys it reads: "module:Class" of synthleak.options.Options subclasses (imported when needed)
+    option_classes: tuple[str, ...] = ()
+    #: whether it also reads the keys of its feature space (--feature-space, or its own feature_space)
+    reads_feature_space: bool = True
+    #: "module:function" (cfg -> option classes) for keys that depend on its settings (ensemble components,
+    #: the clustered space)
+    more_options: str | None = None
 
     def configure(self, cfg: MethodConfig, calibration: str | None = None) -> MethodConfig:
         """cfg with this method's defaults filled in where the user left them open.
 
         `calibration` (from a `method+calibration` variant name) overrides both."""
         return replace(cfg, feature_space=cfg.feature_space or self.feature_space,
-                       calibrate=calibration or cfg.calibrate or self.calibration,
-                       options={**dict(self.options), **cfg.options})
+                       calibrate=calibration or cfg.calibrate or self.calibration)
 
 
 def training_synthetic(data: AuditData, cfg: MethodConfig) -> tuple[ImageSet, str]:

@@ -21,6 +21,8 @@ and denominator together).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.stats import gaussian_kde
 from sklearn.decomposition import PCA
@@ -29,6 +31,7 @@ from ..attacks.knn import NeighbourIndex
 from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
+from ..options import Options, option
 from .base import MethodResult, labelled_folds
 from .nearest import REFERENCE_REPEATS, embed, fold_reference_size, real_rows
 
@@ -67,10 +70,27 @@ def _check_reference_size(n: int, n_comp: int) -> None:
                              f"(use --set pca=N with N < {max(n - 1, 1)}, or the all-reals reference)")
 
 
+@dataclass(frozen=True)
+class DomiasOptions(Options):
+    pca: int = option(20, "PCA dimensions of the kernel density estimates")
+    domias_reference: str = option("all-reals", "the reference density's images (see REFERENCES)")
+
+
+@dataclass(frozen=True)
+class NearestLocalOptions(Options):
+    k_local: int = option(50, "the synthetic neighbour whose distance sets the local scale")
+
+
+@dataclass(frozen=True)
+class DensityRatioOptions(Options):
+    k_real: int = option(20, "the reals' neighbour whose distance sets the real density scale")
+    k: int = option(1, "the synthetic neighbour whose distance sets the synthetic density")
+
+
 def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
     syn, lab, test, _, record = embed(data, cfg)
-    n_comp = cfg.option("pca", 20, int)
-    reference = cfg.option("domias_reference", "all-reals")
+    opts = DomiasOptions.read(cfg.options)
+    n_comp, reference = opts.pca, opts.domias_reference
     if reference not in REFERENCES:
         raise SynthleakError(f"--set domias_reference={reference}: choose from {', '.join(REFERENCES)}")
     n_comp = int(min(n_comp, syn.shape[1], len(syn) - 1))
@@ -121,7 +141,7 @@ def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
 
 def run_nearest_local(data: AuditData, cfg: MethodConfig) -> MethodResult:
     syn, lab, test, _, record = embed(data, cfg)
-    k = cfg.option("k_local", 50, int)
+    k = NearestLocalOptions.read(cfg.options).k_local
     if k < 2:
         raise SynthleakError("--set k_local=N: N must be at least 2")
     index = NeighbourIndex(syn)
@@ -178,8 +198,8 @@ def density_ratio_scores(syn: np.ndarray, reals: np.ndarray, k_real: int = 20, k
 def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
     syn, lab, test, _, record = embed(data, cfg)
     reals = np.concatenate([a for a in (lab, test) if a is not None])
-    scores, idx_syn, (low, high), _ = density_ratio_scores(syn, reals, cfg.option("k_real", 20, int),
-                                                        cfg.option("k", 1, int))
+    opts = DensityRatioOptions.read(cfg.options)
+    scores, idx_syn, (low, high), _ = density_ratio_scores(syn, reals, opts.k_real, opts.k)
     n_lab = len(lab) if lab is not None else 0
     result = MethodResult(test_scores=None, trained_on=record, real_features=reals)
     if lab is not None:

@@ -8,7 +8,7 @@ and with a calibration when written `method+calibration` (e.g. `density-ratio+ne
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import rankdata
@@ -16,15 +16,35 @@ from scipy.stats import rankdata
 from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
+from ..options import Options, option
 from .base import MethodResult, Signal
 
 DEFAULT_COMPONENTS = "nearest,nearest-local"
 
 
+@dataclass(frozen=True)
+class EnsembleOptions(Options):
+    ensemble: str = option(DEFAULT_COMPONENTS, "comma list of the components, each METHOD[+CALIBRATION][@SPACE]")
+
+
+def component_options(cfg: MethodConfig) -> list:
+    """The option classes of every component (the ensemble passes its --set keys to each)."""
+    from . import get_method, option_classes
+
+    classes = []
+    for comp in (c.strip() for c in EnsembleOptions.read(cfg.options).ensemble.split(",")):
+        name, _, space = comp.partition("@")
+        if not comp or name == "ensemble":
+            continue
+        get_method(name)  # an unknown component is the user's error, said here before any work
+        classes += option_classes(name, replace(cfg, feature_space=space or cfg.feature_space, calibrate=None))
+    return classes
+
+
 def run_ensemble(data: AuditData, cfg: MethodConfig) -> MethodResult:
     from . import get_method, run_method
 
-    spec = cfg.option("ensemble", DEFAULT_COMPONENTS)
+    spec = EnsembleOptions.read(cfg.options).ensemble
     components = [c.strip() for c in spec.split(",") if c.strip()]
     if not components:
         raise SynthleakError("--set ensemble=...: give at least one method")

@@ -1,6 +1,8 @@
 """Distance-based attacks: nearest synthetic neighbour (GAN-Leaks), calibrated, and the real-only control."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..attacks.knn import NeighbourIndex
@@ -9,6 +11,7 @@ from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..features import get_extractor
 from ..features.store import image_features
+from ..options import Options, option
 from .base import MethodResult, labelled_folds, training_synthetic
 
 
@@ -42,8 +45,13 @@ def real_rows(lab: np.ndarray | None, test: np.ndarray | None) -> np.ndarray | N
     return np.concatenate(parts) if parts else None
 
 
+@dataclass(frozen=True)
+class NearestOptions(Options):
+    k: int = option(1, "score = minus the mean distance to the k nearest synthetic images")
+
+
 def _k(cfg: MethodConfig) -> int:
-    k = cfg.option("k", 1, int)
+    k = NearestOptions.read(cfg.options).k
     if k < 1:
         raise SynthleakError("--set k=N: N must be at least 1")
     return k

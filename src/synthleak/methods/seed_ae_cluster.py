@@ -40,6 +40,7 @@ from scipy.special import logsumexp, softmax
 from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
+from ..options import Options, option
 from .base import MethodResult, Signal, labelled_folds
 from .nearest import embed
 
@@ -61,6 +62,18 @@ class Clustering:
 
 
 # ----------------------------------------------------------------------------- mapping rule
+
+
+
+@dataclass(frozen=True)
+class ClusterOptions(Options):
+    features: str = option(DEFAULT_FEATURES, "feature space clustered (a --feature-space name)")
+    pca: int = option(0, "PCA dimensions after standardising (0 = off)")
+    gmm_cov: str = option("diag", "covariance of the Gaussian mixture (diag, full, spherical, tied)")
+    gmm_init: int = option(3, "initialisations of the Gaussian mixture")
+    affinity: str = option("rbf", "spectral clustering's affinity: rbf (median heuristic) or nn")
+    n_neighbors: int = option(10, "neighbours of the nn affinity")
+    variants: int = option(1, "1: report the other clustering algorithms beside the main one")
 
 
 def used_shares(assign: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -109,10 +122,11 @@ def _kmeans(x: np.ndarray, k: int, cfg: MethodConfig) -> Clustering:
 def _gmm(x: np.ndarray, k: int, cfg: MethodConfig) -> Clustering:
     from sklearn.mixture import GaussianMixture
 
-    cov = cfg.option("gmm_cov", "diag", str)
+    opts = ClusterOptions.read(cfg.options)
+    cov = opts.gmm_cov
     if cov not in ("diag", "full", "spherical", "tied"):
         raise SynthleakError(f"--set gmm_cov={cov}: expected diag, full, spherical or tied")
-    gm = GaussianMixture(n_components=k, covariance_type=cov, n_init=cfg.option("gmm_init", 3, int),
+    gm = GaussianMixture(n_components=k, covariance_type=cov, n_init=opts.gmm_init,
                          reg_covar=1e-3, random_state=cfg.seed).fit(x)
     log_joint = np.log(gm.weights_)[None, :] + _component_log_density(gm, x)
     membership = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
@@ -152,12 +166,13 @@ def _spectral(x: np.ndarray, k: int, cfg: MethodConfig) -> Clustering:
     from sklearn.cluster import SpectralClustering
 
     kernel = rbf_kernel_median(x)
-    affinity = cfg.option("affinity", "rbf", str)
+    opts = ClusterOptions.read(cfg.options)
+    affinity = opts.affinity
     if affinity == "rbf":
         sc = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=cfg.seed).fit(kernel)
     elif affinity == "nn":
         sc = SpectralClustering(n_clusters=k, affinity="nearest_neighbors", random_state=cfg.seed,
-                                n_neighbors=min(cfg.option("n_neighbors", 10, int), len(x) - 1)).fit(x)
+                                n_neighbors=min(opts.n_neighbors, len(x) - 1)).fit(x)
     else:
         raise SynthleakError(f"--set affinity={affinity}: expected rbf or nn")
     assign = sc.labels_.astype(int)
@@ -185,7 +200,7 @@ def _standardise_and_reduce(reals: np.ndarray, synthetic: np.ndarray | None, cfg
     scaler = StandardScaler().fit(reals)
     x = scaler.transform(reals)
     s = scaler.transform(synthetic) if synthetic is not None else None
-    n_pca = cfg.option("pca", 0, int)
+    n_pca = ClusterOptions.read(cfg.options).pca
     if n_pca < 0:
         raise SynthleakError("--set pca=N: N must be 0 (off) or positive")
     if n_pca:
@@ -195,8 +210,15 @@ def _standardise_and_reduce(reals: np.ndarray, synthetic: np.ndarray | None, cfg
     return x, s
 
 
+def clustered_space_options(cfg: MethodConfig) -> list:
+    """The option classes of the feature space that is clustered (--set features=SPACE)."""
+    from ..features import feature_space_options
+
+    return feature_space_options(ClusterOptions.read(cfg.options).features)
+
+
 def _features(data: AuditData, cfg: MethodConfig):
-    space = cfg.option("features", DEFAULT_FEATURES, str)
+    space = ClusterOptions.read(cfg.options).features
     sub = replace(cfg, feature_space=space)
     syn, lab, test, _, record = embed(data, sub, need_synthetic=not data.has_labelled)
     parts = [a for a in (lab, test) if a is not None]
@@ -243,7 +265,7 @@ def run_clustering(data: AuditData, cfg: MethodConfig, main: str) -> MethodResul
         raise SynthleakError(f"--clusters {k}: must be between 2 and the number of real images ({len(reals)})")
     x, s = _standardise_and_reduce(reals, syn, cfg)
     n_lab = len(data.labelled()[1]) if data.has_labelled else 0
-    names = [main] + ([a for a in ALGORITHMS if a != main] if cfg.option("variants", 1, int) else [])
+    names = [main] + ([a for a in ALGORITHMS if a != main] if ClusterOptions.read(cfg.options).variants else [])
     result = MethodResult(test_scores=None, trained_on=record)
     for name in names:
         cl = CLUSTERERS[name](x, k, cfg)

@@ -43,6 +43,7 @@ from ..decide import cv_folds
 from ..errors import SynthleakError
 from ..features.dclgan import (CriticReadout, DCLGANSettings, PatchGANDiscriminator, TrainedCritic,
                                activation_maps, dclgan_settings, read_critic, split_halves, train_or_load)
+from ..options import Options, option
 from ..runtime import log
 from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
 
@@ -92,13 +93,23 @@ def critic_nearest(queries: CriticReadout, synthetic: CriticReadout) -> np.ndarr
     return -index.search((queries.pooled - mu) / sd, 1)[0][:, 0]
 
 
+@dataclass(frozen=True)
+class SeedDCLGANOptions(Options):
+    clf_c: float = option(0.01, "inverse L2 strength of the logistic regression on critic features")
+    overlap_grid: int = option(8, "pooling grid of the critic maps compared between a real and its nearest "
+                                  "synthetic image")
+    saliency_top: int = option(3, "test images drawn with their critic-overlap map (with --artifacts)")
+    dclgan_domain: str = option("halves", "domain B of the DCLGAN: the other half of the synthetic images, or "
+                                          "the labelled real_not_used images (the paper)")
+
+
 def make_classifier(cfg: MethodConfig) -> Callable[[], object]:
     """(c)'s classifier: standardised features, strongly L2-regularised logistic regression.
 
     Critic features have hundreds of dimensions for ~200 labelled rows, so the default C is small
     (--set clf_c=C to change it); scaling lives inside the pipeline so it is refit per fold.
     """
-    c = cfg.option("clf_c", 0.01, float)
+    c = SeedDCLGANOptions.read(cfg.options).clf_c
     if c <= 0:
         raise SynthleakError("--set clf_c=C: C must be positive")
     return lambda: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
@@ -142,7 +153,7 @@ class Readouts:
 
 
 def read_all(trained: TrainedCritic, data: AuditData, synthetic: ImageSet, cfg: MethodConfig) -> Readouts:
-    grid = cfg.option("overlap_grid", 8, int)
+    grid = SeedDCLGANOptions.read(cfg.options).overlap_grid
 
     def read(images: ImageSet | None) -> CriticReadout | None:
         if images is None:
@@ -305,7 +316,7 @@ def save_saliency(signals: SignalSet, data: AuditData, synthetic: ImageSet, scor
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top = cfg.option("saliency_top", 3, int)
+    top = SeedDCLGANOptions.read(cfg.options).saliency_top
     r = signals.saliency_model
     layer = PatchGANDiscriminator.HOOKED[-1]
     centre = r.synthetic.mean_maps[layer]
@@ -348,9 +359,10 @@ def spatial_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- run
 def _check_options(cfg: MethodConfig) -> None:
     """Fail on a bad option before any training, not after it."""
-    if cfg.option("overlap_grid", 8, int) < 1:
+    opts = SeedDCLGANOptions.read(cfg.options)
+    if opts.overlap_grid < 1:
         raise SynthleakError("--set overlap_grid=N: N must be at least 1")
-    if cfg.option("saliency_top", 3, int) < 0:
+    if opts.saliency_top < 0:
         raise SynthleakError("--set saliency_top=N: N must be 0 or more")
     make_classifier(cfg)
 
@@ -358,7 +370,7 @@ def _check_options(cfg: MethodConfig) -> None:
 def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
     settings = dclgan_settings(cfg)
     _check_options(cfg)
-    domain = cfg.option("dclgan_domain", "halves", str)
+    domain = SeedDCLGANOptions.read(cfg.options).dclgan_domain
     if domain not in DOMAINS:
         raise SynthleakError(f"--set dclgan_domain={domain}: choose from {', '.join(DOMAINS)}")
     if domain == "real_not_used" and not data.has_labelled:

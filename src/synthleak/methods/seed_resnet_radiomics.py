@@ -28,6 +28,7 @@ from ..errors import SynthleakError
 from ..features.radiomics import RadiomicsExtractor
 from ..features.resnet_ae import ResNetAEExtractor
 from ..runtime import log
+from ..options import Options, option
 from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
 
 #: meta-signal columns that precede the raw features in the classifier's input
@@ -185,17 +186,26 @@ def _features(ae: ResNetAEExtractor, rad: RadiomicsExtractor, images: ImageSet) 
     return ImageFeatures(ae.extract(images), rad.extract(images), ae.reconstruction_error(images))
 
 
+@dataclass(frozen=True)
+class SeedResNetRadiomicsOptions(Options):
+    top_k: int = option(20, "features kept by the Random Forest's importance for the Mahalanobis distance")
+    rf_raw_features: int = option(0, "1: the final forest also sees the raw features, not only the meta-signals")
+    fallback: str = option("cosine", "the unsupervised score used without labelled reals (see FALLBACKS)")
+    n_trees: int = option(N_TREES, "trees of both Random Forests")
+
+
 def _options(cfg: MethodConfig) -> tuple[int, bool, str, int]:
-    k = cfg.option("top_k", 20, int)
+    opts = SeedResNetRadiomicsOptions.read(cfg.options)
+    k = opts.top_k
     if k < 1:
         raise SynthleakError(f"--set top_k={k}: must be at least 1")
-    keep_raw = cfg.option("rf_raw_features", 0, int)
+    keep_raw = opts.rf_raw_features
     if keep_raw not in (0, 1):
         raise SynthleakError(f"--set rf_raw_features={keep_raw}: must be 0 or 1")
-    fallback = cfg.option("fallback", "cosine", str)
+    fallback = opts.fallback
     if fallback not in FALLBACKS:
         raise SynthleakError(f"--set fallback={fallback}: choose from {', '.join(FALLBACKS)}")
-    n_trees = cfg.option("n_trees", N_TREES, int)
+    n_trees = opts.n_trees
     if n_trees < 1:
         raise SynthleakError(f"--set n_trees={n_trees}: must be at least 1")
     return k, bool(keep_raw), fallback, n_trees

@@ -13,6 +13,8 @@ Two decisions on the same trained model, each reporting the other as a variant:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -25,10 +27,18 @@ from ..data.layout import AuditData
 from ..decide import cv_folds
 from ..errors import SynthleakError
 from ..features.vit_ae import ViTAEExtractor
+from ..options import Options, option
 from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
 
 LOGREG_C = (0.01, 0.1, 1.0)
 INNER_FOLDS = 3
+
+
+
+@dataclass(frozen=True)
+class SeedViTAEOptions(Options):
+    rf_trees: int = option(300, "trees of the Random Forest among the classifiers chosen by CV (seed-vit-ae)")
+    recon_sign: str = option("lower", "seed-vit-ae-recon: 'lower' reconstruction error = used, or 'higher'")
 
 
 def _logreg(c: float = 0.1, seed: int = 0) -> Pipeline:
@@ -102,7 +112,7 @@ def _classifier_signals(extractor: ViTAEExtractor, data: AuditData, cfg: MethodC
     x_test = extractor.extract(data.real_unknown) if data.real_unknown is not None else None
     folds = labelled_folds(data, cfg)
     inner = _inner_folds(y, len(folds))
-    trees = cfg.option("rf_trees", 300, int)
+    trees = SeedViTAEOptions.read(cfg.options).rf_trees
     if trees < 1:
         raise SynthleakError("--set rf_trees=N: N must be at least 1")
     choosers: list[GridSearchCV] = []
@@ -136,7 +146,7 @@ def _classifier_signals(extractor: ViTAEExtractor, data: AuditData, cfg: MethodC
 
 
 def _recon_sign(cfg: MethodConfig) -> float:
-    sign = cfg.option("recon_sign", "lower")
+    sign = SeedViTAEOptions.read(cfg.options).recon_sign
     if sign not in ("lower", "higher"):
         raise SynthleakError(f"--set recon_sign={sign}: expected 'lower' (lower error = used) or 'higher'")
     return -1.0 if sign == "lower" else 1.0
