@@ -159,3 +159,18 @@ def test_groups_keep_dotted_ids_and_warn_on_missing(tmp_path):
 
     groups.write_text("IMG.0001,p1\n")
     assert read_groups(groups) == {"IMG.0001": "p1"}
+
+
+def test_labelled_view_is_built_once_and_follows_the_sets():
+    from synthleak.data.images import ImageSet
+    from synthleak.data.layout import AuditData
+
+    rng = np.random.default_rng(0)
+    make = lambda n, p: ImageSet.from_arrays(rng.integers(0, 255, (n, 8, 8), dtype=np.uint8), [f"{p}{i}" for i in range(n)])
+    data = AuditData(generated=make(3, "g"), real_used=make(2, "u"), real_not_used=make(3, "n"))
+    images, y = data.labelled()
+    again, y_again = data.labelled()
+    assert again is images and y_again is y and list(y) == [1, 1, 0, 0, 0]
+    data.real_used = make(4, "v")
+    images, y = data.labelled()
+    assert images.ids[:4] == ["v0", "v1", "v2", "v3"] and list(y) == [1] * 4 + [0] * 3

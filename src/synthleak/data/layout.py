@@ -38,6 +38,9 @@ class AuditData:
     source: str = ""
     notes: list[str] = field(default_factory=list)
     window: Window | None = None  # the CT window DICOM CT images were read with
+    #: labelled() of the current real_used / real_not_used objects: concatenated once, shared by every caller
+    #: (who must not change it in place)
+    _labelled: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def count_converted(self, kind: str) -> int:
         """How many loaded images were converted from `kind` (a PIL mode, or "DICOM")."""
@@ -64,9 +67,12 @@ class AuditData:
         """Labelled reals (used first, then not used) and their labels (1 = used)."""
         if not self.has_labelled:
             raise DataError("this method needs labelled reals (real_used/ and real_not_used/), none were found")
-        images = ImageSet.concat([self.real_used, self.real_not_used])
-        y = np.r_[np.ones(len(self.real_used), int), np.zeros(len(self.real_not_used), int)]
-        return images, y
+        key = (id(self.real_used), id(self.real_not_used))
+        if self._labelled is None or self._labelled[0] != key:
+            images = ImageSet.concat([self.real_used, self.real_not_used])
+            y = np.r_[np.ones(len(self.real_used), int), np.zeros(len(self.real_not_used), int)]
+            self._labelled = (key, images, y)
+        return self._labelled[1], self._labelled[2]
 
     def labelled_groups(self) -> np.ndarray | None:
         """Group (e.g. patient) of each labelled real, or None when no groups file was given."""
