@@ -40,8 +40,9 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in [
                option_classes=(f"{_M}density:NearestLocalOptions",)),
     MethodSpec(DEFAULT_METHOD, "synthleak.methods.adaptive:run_adaptive",
                "the default recipe: pixels at the synthetic set's measured resolution (never finer than 64x64); "
-               "the best of density-ratio+neighbours, nearest, nearest+neighbours on the labelled reals (nested "
-               f"CV); kappa-best threshold, or the {SHIFT_DECISION} rule when the labelled reals are unlike the test reals",
+               "density-ratio+neighbours unless the labelled reals show that nearest or nearest+neighbours ranks them "
+               f"better (nested CV); kappa-best threshold, or the {SHIFT_DECISION} rule when the labelled reals are "
+               "unlike the test reals",
                feature_space="pixels", calibration="none", decision="kappa", shift_decision=SHIFT_DECISION,
                option_classes=(f"{_M}adaptive:AdaptiveOptions",), reads_feature_space=False),
     MethodSpec("density-ratio", "synthleak.methods.density:run_density_ratio",
