@@ -4,12 +4,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
+from .errors import CheckpointError
 from .fsutil import atomic_output
-from .runtime import default_cache_dir
+from .runtime import default_cache_dir, log
+
+T = TypeVar("T")
 
 
 def cache_root(cache_dir: str | None) -> Path | None:
@@ -52,3 +55,17 @@ def model_path(cache_dir: str | None, kind: str, key: str, suffix: str = ".safet
     path = root / "models" / kind / f"{key}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cached_model(path: Path | None, load: Callable[[Path], T], train: Callable[[], T], label: str,
+                 quiet: bool = False) -> T:
+    """The model cached at `path` (`load(path)`), else `train()` (which writes it there). A damaged or
+    foreign cache entry is retrained, never trusted: one place for what every trained feature space does."""
+    if path is not None and path.exists():
+        try:
+            model = load(path)
+            log(f"[{label}] reusing cached model {path}", quiet)
+            return model
+        except CheckpointError as exc:
+            log(f"[{label}] retraining: {exc}", quiet)
+    return train()

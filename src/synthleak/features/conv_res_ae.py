@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cache import make_key, model_path
+from ..cache import cached_model, make_key, model_path
 from ..config import MethodConfig, PretrainConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
@@ -31,7 +31,7 @@ from ..models.classifier import load_pretrained_encoder
 from ..models.conv_res_ae import DEFAULT_DROPOUT, FILTERS, ConvResAE, ConvResDecoder, ConvResEncoder
 from ..models.tensors import autocast, batches, resize_u8, to_tensor
 from ..options import Options, option
-from ..runtime import log, seed_everything
+from ..runtime import seed_everything
 from .base import EncoderSpec, FeatureExtractor
 
 __all__ = ["ConvResAE", "ConvResAEExtractor", "ConvResDecoder", "ConvResEncoder", "build_pretrain_encoder"]
@@ -126,18 +126,16 @@ class ConvResAEExtractor(FeatureExtractor):
     def fit(self, synthetic: ImageSet) -> "ConvResAEExtractor":
         key = make_key(self.settings(), synthetic.content_key(), self.cfg.seed)
         path = model_path(self.cfg.cache_dir, self.name, key)
-        model = self._new_model()
-        if path is not None and path.exists():
-            try:
-                state, meta = load_checkpoint(path)
-                load_into(model, state, path)
-                self.history = list(meta.get("history", []))
-                log(f"[{self.name}] reusing cached model {path}", self.cfg.quiet)
-            except CheckpointError as exc:  # a damaged cache entry is retrained, never trusted
-                log(f"[{self.name}] retraining: {exc}", self.cfg.quiet)
-                model = self._train(self._new_model(), synthetic, key, path)
-        else:
-            model = self._train(model, synthetic, key, path)
+
+        def load(p) -> ConvResAE:
+            model = self._new_model()
+            state, meta = load_checkpoint(p)
+            load_into(model, state, p)
+            self.history = list(meta.get("history", []))
+            return model
+
+        model = cached_model(path, load, lambda: self._train(self._new_model(), synthetic, key, path), self.name,
+                             self.cfg.quiet)
         model.eval()
         self.model = model
         self.weights_key = state_digest(model)

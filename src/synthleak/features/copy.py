@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import make_key, model_path
+from ..cache import cached_model, make_key, model_path
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
@@ -38,7 +38,7 @@ from ..models.contrastive import DEPTHS, CopyEncoder, embed_images, train_contra
 from ..models.engine import TrainResult
 from ..models.tensors import resize_u8
 from ..options import Options, option
-from ..runtime import log, seed_everything
+from ..runtime import seed_everything
 from .base import TrainedModelExtractor
 
 ARCH = "copy-encoder"
@@ -116,11 +116,12 @@ def train_copy_encoder(images: ImageSet, cfg: MethodConfig, settings: CopySettin
     settings = settings or CopySettings.from_config(cfg)
     key = make_key(ARCH, VERSION, asdict(settings), images.content_key(), cfg.seed)
     path = model_path(cfg.cache_dir, ARCH, key)
-    if path is not None and path.exists():
-        try:
-            return load_copy_encoder(path, cfg.device)
-        except CheckpointError as exc:
-            log(f"[copy] retraining: {exc}", cfg.quiet)
+    return cached_model(path, lambda p: load_copy_encoder(p, cfg.device),
+                        lambda: _train_copy_encoder(images, settings, cfg, key, path, description), "copy", cfg.quiet)
+
+
+def _train_copy_encoder(images: ImageSet, settings: CopySettings, cfg: MethodConfig, key: str, path: Path | None,
+                        description: str) -> tuple[CopyEncoder, dict]:
     seed_everything(cfg.seed)
     model = CopyEncoder(**settings.architecture())
     epochs = settings.epochs_for(len(images))

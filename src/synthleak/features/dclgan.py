@@ -16,17 +16,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cache import make_key, model_path
+from ..cache import cached_model, make_key, model_path
 from ..config import MethodConfig
 from ..data.images import ImageSet
-from ..errors import CheckpointError, SynthleakError
+from ..errors import SynthleakError
 from ..models.checkpoint import load_checkpoint, load_into, save_checkpoint
 from ..models.dclgan import (DCLGAN, DCLGANSettings, DCLGANTrainer, PatchGANDiscriminator, PatchMLP,
                              ResnetGenerator, TrainRecord, to_gan_space, to_model_input)
 from ..models.gan_losses import feature_matching_loss, histogram_loss, patch_nce_loss, r1_penalty, soft_histogram
 from ..models.tensors import autocast
 from ..options import Options, option
-from ..runtime import log
 from .base import FeatureExtractor
 
 __all__ = ["DCLGAN", "CriticExtractor", "CriticReadout", "DCLGANSettings", "DCLGANTrainer", "PatchGANDiscriminator",
@@ -92,16 +91,19 @@ def train_or_load(domain_a: ImageSet, domain_b: ImageSet, settings: DCLGANSettin
     key = make_key("dclgan", VERSION, settings.key_dict(), domain_a.content_key(), domain_b.content_key(),
                    cfg.seed, tag)
     path = model_path(cfg.cache_dir, "dclgan", key)
-    model = DCLGAN(settings)
-    if path is not None and path.exists():
-        try:
-            state, meta = load_checkpoint(path)
-            load_into(model, state, path)
-            log(f"[dclgan] loaded cached model {path.name}", cfg.quiet)
-            model.to(cfg.device).eval()
-            return TrainedCritic(model, key, settings, meta)
-        except CheckpointError as exc:
-            log(f"[dclgan] retraining: {exc}", cfg.quiet)
+
+    def load(p) -> TrainedCritic:
+        model = DCLGAN(settings)
+        state, meta = load_checkpoint(p)
+        load_into(model, state, p)
+        return TrainedCritic(model.to(cfg.device).eval(), key, settings, meta)
+
+    return cached_model(path, load, lambda: _train_dclgan(domain_a, domain_b, settings, cfg, key, path), "dclgan",
+                        cfg.quiet)
+
+
+def _train_dclgan(domain_a: ImageSet, domain_b: ImageSet, settings: DCLGANSettings, cfg: MethodConfig, key: str,
+                  path) -> TrainedCritic:
     a = to_model_input(domain_a.pixels, settings.image_size)
     b = to_model_input(domain_b.pixels, settings.image_size)
     trainer = DCLGANTrainer(settings, cfg.device, cfg.seed, cfg.quiet)

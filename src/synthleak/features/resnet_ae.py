@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..cache import cached_array, make_key, model_path
+from ..cache import cached_array, cached_model, make_key, model_path
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
@@ -22,7 +22,7 @@ from ..models.engine import TrainResult
 from ..models.resnet_ae import ResNetAE
 from ..models.tensors import autocast, to_tensor
 from ..options import Options, option
-from ..runtime import log, seed_everything
+from ..runtime import seed_everything
 from .base import TrainedModelExtractor
 
 ARCH = "resnet-ae"
@@ -91,11 +91,12 @@ def train_resnet_ae(images: ImageSet, cfg: MethodConfig, settings: ResNetAESetti
     settings = settings or ResNetAESettings.from_config(cfg)
     key = make_key(ARCH, VERSION, asdict(settings), images.content_key(), cfg.seed)
     path = model_path(cfg.cache_dir, ARCH, key)
-    if path is not None and path.exists():
-        try:
-            return load_resnet_ae(path, cfg.device)
-        except CheckpointError as exc:
-            log(f"[resnet-ae] retraining: {exc}", cfg.quiet)
+    return cached_model(path, lambda p: load_resnet_ae(p, cfg.device),
+                        lambda: _train_resnet_ae(images, settings, cfg, key, path, description), ARCH, cfg.quiet)
+
+
+def _train_resnet_ae(images: ImageSet, settings: ResNetAESettings, cfg: MethodConfig, key: str, path: Path | None,
+                     description: str) -> tuple[ResNetAE, dict]:
     seed_everything(cfg.seed)
     model = ResNetAE(**settings.architecture())
 

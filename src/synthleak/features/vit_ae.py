@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cache import cached_array, make_key, model_path
+from ..cache import cached_array, cached_model, make_key, model_path
 from ..config import MethodConfig, PretrainConfig
 from ..data.images import IMAGE_SIZE, ImageSet
 from ..errors import SynthleakError
@@ -156,21 +156,26 @@ def fit_autoencoder(images: ImageSet, cfg: MethodConfig, settings: ViTAESettings
     path = model_path(cfg.cache_dir, "vit-ae", key)
     model, init = build_autoencoder(settings, cfg.quiet)
     record = {"encoder init": init, "epochs": settings.epochs}
-    if path is not None and path.exists():
-        state, meta = load_checkpoint(path)
-        load_into(model, state, path)
-        log(f"[vit-ae] using cached model {path}", cfg.quiet)
+
+    def load(p) -> ViTAutoencoder:
+        state, meta = load_checkpoint(p)
+        load_into(model, state, p)
         record["losses"] = meta.get("losses")
-        return model.to(cfg.device).eval(), key, record
-    seed_everything(cfg.seed)
-    partial = path.with_name(path.name + ".partial") if path is not None else None
-    losses = train_autoencoder(model, images, settings, cfg, partial)
-    record["losses"] = losses
-    if path is not None:
-        save_checkpoint(path, model.state_dict(), {"settings": settings.key_parts(), "losses": losses,
-                                                   "images": images.content_key(), "seed": cfg.seed, "init": init})
-        partial.unlink(missing_ok=True)
-    return model.eval(), key, record
+        return model.to(cfg.device).eval()
+
+    def train() -> ViTAutoencoder:
+        # after a failed load the network may hold part of that checkpoint: start from a fresh one
+        fresh = build_autoencoder(settings, True)[0] if path is not None and path.exists() else model
+        seed_everything(cfg.seed)
+        partial = path.with_name(path.name + ".partial") if path is not None else None
+        record["losses"] = train_autoencoder(fresh, images, settings, cfg, partial)
+        if path is not None:
+            save_checkpoint(path, fresh.state_dict(), {"settings": settings.key_parts(), "losses": record["losses"],
+                                                       "images": images.content_key(), "seed": cfg.seed, "init": init})
+            partial.unlink(missing_ok=True)
+        return fresh.eval()
+
+    return cached_model(path, load, train, "vit-ae", cfg.quiet), key, record
 
 
 @torch.no_grad()
