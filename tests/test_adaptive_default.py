@@ -127,6 +127,30 @@ def test_few_labelled_patients_veto_a_first_candidate_that_points_the_wrong_way(
     assert choose(scaled, y, np.arange(60), two_patients)[0] == CANDIDATES[0]
 
 
+def test_few_labelled_patients_let_the_clearest_two_group_split_break_the_tie():
+    """Without enough patients to rank candidates, a label-free criterion may: the candidate whose scores over
+    every real split most clearly into two groups (a memorising generator sets its members apart)."""
+    from synthleak.methods.adaptive import BIMODAL_MARGIN, BIMODAL_MIN_D, choose, separation
+
+    rng = np.random.default_rng(2)
+    y = np.r_[np.ones(30, int), np.zeros(30, int)]
+    two_patients = np.where(y == 1, "p1", "p2")
+    members_apart = np.r_[rng.normal(4, 0.5, 30), rng.normal(0, 0.5, 30)]
+    one_group = rng.normal(size=60) + 0.5 * y
+    assert separation(members_apart) > BIMODAL_MIN_D > separation(one_group)
+    scaled = {CANDIDATES[0]: one_group, CANDIDATES[1]: members_apart, CANDIDATES[2]: one_group}
+    sep = {name: separation(v) for name, v in scaled.items()}
+    chosen, why = choose(scaled, y, np.arange(60), two_patients, separations=sep)
+    assert chosen == CANDIDATES[1] and "Ashman" in why
+    # not without the label-free evidence, nor when the first candidate splits nearly as clearly
+    assert choose(scaled, y, np.arange(60), two_patients)[0] == CANDIDATES[0]
+    close = {**sep, CANDIDATES[0]: sep[CANDIDATES[1]] - BIMODAL_MARGIN / 2}
+    assert choose(scaled, y, np.arange(60), two_patients, separations=close)[0] == CANDIDATES[0]
+    # with enough patients the labels decide, not the split
+    many = np.array([f"p{i // 3}" for i in range(60)])
+    assert "Ashman" not in choose(scaled, y, np.arange(60), many, separations=sep)[1]
+
+
 def test_the_same_seed_gives_the_same_scores():
     data, _ = _audit_data(True, seed=1)
     cfg = MethodConfig(seed=0, quiet=True, cache_dir="none", calibrate_k=20)

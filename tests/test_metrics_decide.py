@@ -166,3 +166,14 @@ def test_vectorised_threshold_search_equals_the_scikit_learn_loop(pairs, objecti
         if v > best_v + 1e-12:
             best_t, best_v = float(t), v
     assert best_threshold(scores, y, objective) == best_t
+
+
+def test_mixture_rule_survives_a_cv_fold_with_one_class():
+    """A fold of few patients can hold labelled reals of one class only: the mixture's fallback rate is then
+    the expected member rate, not 0 or 1 (which has no threshold)."""
+    rng = np.random.default_rng(0)
+    one_group = rng.normal(size=40)  # no second component: the fallback is used
+    rule = DecisionRule("mixture", member_rate=0.3)
+    for only in (0, 1):
+        t = rule.fit(one_group[:20], np.full(20, only), one_group[20:])
+        assert np.mean(one_group[20:] >= t) == pytest.approx(0.3, abs=0.05)

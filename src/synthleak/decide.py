@@ -181,7 +181,10 @@ class DecisionRule:
         if self.mode == "quantile":
             return quantile_threshold(scores, y, pool)
         if self.mode == "mixture":
-            rate, _ = mixture_member_rate(pool, float(np.mean(y)))
+            # the fallback is the labelled member rate, unless the labelled part holds one class only (a CV
+            # fold of few patients): then the expected rate (--member-rate)
+            labelled_rate = float(np.mean(y))
+            rate, _ = mixture_member_rate(pool, labelled_rate if 0 < labelled_rate < 1 else self.member_rate)
             return threshold_at_rate(pool, rate)
         raise ValueError(f"unknown decision mode {self.mode!r}")
 

@@ -15,7 +15,9 @@ Two findings shaped it (benchmarks/results/suite.md):
   from one or two patients (measured: a DCGAN on CT volumes whose labelled reals were two slabs of one
   patient made `nearest` look best, 0.97 against 0.84, and it was worst on the test patients, 0.73
   against 0.93) cannot tell generator families apart; they can still veto a first candidate that ranks
-  them clearly the wrong way round (INVERTED_AUC). The CV scores reported are nested: each fold's
+  them clearly the wrong way round (INVERTED_AUC), and without a veto a label-free criterion may break
+  the tie: the candidate whose scores over every real image split most clearly into two groups
+  (BIMODAL_*; a generator that reproduces its members sets them apart from everyone else). The CV scores reported are nested: each fold's
   scores come from the candidate chosen on the other folds, so the choice is never graded on the
   images that made it. Without labelled reals the first candidate is used.
 
@@ -102,9 +104,29 @@ MIN_UNITS_PER_CLASS = 5
 #: degree. 0.30, not 0.50: a few patients' anatomy moves an AUC far on weak signals (random scores of 30 + 30 images
 #: fall to 0.40 about one time in ten, to 0.30 about one in 250, more often when the images come from two patients)
 INVERTED_AUC = 0.30
+#: with too few units and no veto, a label-free tie-break: the candidate whose scores over every real image split
+#: most clearly into two groups (two-component Gaussian mixture, Ashman's D), when that D is at least
+#: BIMODAL_MIN_D (a dip between the groups, the mixture rule's own criterion) and beats the first candidate's by
+#: BIMODAL_MARGIN. A generator that reproduces its members sets them apart from everyone else; a score that
+#: does so more clearly is the better membership signal (pre-registered and checked in suite.md)
+BIMODAL_TIE_BREAK = True
+BIMODAL_MIN_D = 2.0
+BIMODAL_MARGIN = 0.5
 #: bootstrap resamples (of labelled units) behind the choice, and the one-sided confidence it needs
 CHOICE_BOOTSTRAP = 200
 CHOICE_CONFIDENCE = 0.95
+
+
+def separation(scores: np.ndarray, seed: int = 0) -> float:
+    """Ashman's D of a two-component Gaussian mixture of `scores` (about 2 or more: two groups with a dip)."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(scores, float).reshape(-1, 1)
+    if len(x) < 10 or np.ptp(x) == 0:
+        return 0.0
+    two = GaussianMixture(2, random_state=seed, n_init=3).fit(x)
+    means, variances = two.means_.ravel(), two.covariances_.ravel()
+    return float(np.sqrt(2) * abs(means[1] - means[0]) / np.sqrt(variances.sum()))
 
 
 def _auc(scores: np.ndarray, y: np.ndarray) -> float:
@@ -129,11 +151,12 @@ def _rank_auc(ranks: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarr
 
 
 def choose(scaled: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, units: np.ndarray,
-           seed: int = 0) -> tuple[str, str]:
+           seed: int = 0, separations: dict[str, float] | None = None) -> tuple[str, str]:
     """(candidate, why) for the labelled rows `rows`: the first candidate unless another one's AUC beats
     it with CHOICE_CONFIDENCE in a bootstrap over labelled units (patients), which needs at least
     MIN_UNITS_PER_CLASS units of each class; among those that do, the highest AUC. With fewer units the first
-    candidate is kept unless its labelled AUC is at most INVERTED_AUC (then the best other candidate)."""
+    candidate is kept unless its labelled AUC is at most INVERTED_AUC (then the best other candidate), or the
+    label-free `separations` (each candidate's Ashman's D over every real) favour another (BIMODAL_*)."""
     prior = CANDIDATES[0]
     y_rows, u_rows = y[rows], units[rows]
     per_class = [len(np.unique(u_rows[y_rows == c])) for c in (0, 1)]
@@ -148,6 +171,13 @@ def choose(scaled: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, units
                 return best, (f"{best}: {prior} (the first pre-registered candidate) points the wrong way on the "
                               f"labelled reals (AUC {aucs[prior]:.3f} <= {INVERTED_AUC}); {few}, so the candidate "
                               f"with the highest labelled AUC ({aucs[best]:.3f}) is used")
+        if separations is not None:
+            sep = separations
+            best = max(CANDIDATES, key=lambda name: sep[name])
+            if best != prior and sep[best] >= BIMODAL_MIN_D and sep[best] - sep[prior] >= BIMODAL_MARGIN:
+                return best, (f"{best}: {few}; over every real image (labels unused) its scores split into two "
+                              f"groups more clearly than {prior}'s (Ashman's D {sep[best]:.2f} against "
+                              f"{sep[prior]:.2f})")
         return prior, f"{prior} (the first pre-registered candidate): {few}"
     from scipy.stats import rankdata
 
@@ -198,14 +228,17 @@ def run_adaptive(data: AuditData, cfg: MethodConfig) -> MethodResult:
     if n_lab:
         y = data.labelled()[1]
         units = selection_units(data, cfg.seed)
-        chosen, why = choose(scaled, y, np.arange(n_lab), units, cfg.seed)
+        separations = ({name: round(separation(scaled[name], cfg.seed), 4) for name in CANDIDATES}
+                       if BIMODAL_TIE_BREAK else None)
+        chosen, why = choose(scaled, y, np.arange(n_lab), units, cfg.seed, separations)
         nested = np.empty(n_lab)
         fold_choices = []
         for i, (train, val) in enumerate(labelled_folds(data, cfg)):
-            pick, _ = choose(scaled, y, train, units, cfg.seed + 1 + i)
+            pick, _ = choose(scaled, y, train, units, cfg.seed + 1 + i, separations)
             fold_choices.append(pick)
             nested[val] = scaled[pick][val]
         record["labelled_auc"] = {name: round(_auc(scaled[name][:n_lab], y), 4) for name in CANDIDATES}
+        record["separation"] = separations
         record["chosen"] = chosen
         record["why"] = why
         record["fold_choices"] = fold_choices
