@@ -201,7 +201,11 @@ def test_default_audit_runs_the_recipe_with_verdict_shift_and_copies(tiny_challe
     printed = capsys.readouterr().out
     assert printed.startswith("verdict: leakage ")
     summary = json.loads((tmp_path / "run.json").read_text())
-    assert summary["method"] == "default" and summary["calibration"] == "neighbours"
+    chosen = summary["recipe"]["chosen"]
+    assert summary["method"] == "default" and chosen in summary["recipe"]["candidates"]
+    assert summary["calibration"] == ("neighbours" if chosen.endswith("+neighbours") else "none")
+    assert chosen in summary["recipe"]["why"] and set(summary["recipe"]["separation"]) == set(
+        summary["recipe"]["candidates"])
     assert summary["feature_space"] == "pixels" and summary["decision_rule"] == "kappa"
     assert set(summary["shift"]) >= {"auc", "low", "high", "shifted"}
     assert {"leakage_shown", "p_value", "alpha", "test", "permutations", "copy_share", "copy_share_ci", "ct",
