@@ -182,6 +182,9 @@ def _shift(fires: bool) -> ShiftCheck:
 def test_the_shift_rule_replaces_the_labelled_threshold_only_when_the_check_fires():
     rule, why = method_rule(DEFAULT_METHOD, DecisionRule("auto"), _shift(True))
     assert rule.mode == SHIFT_DECISION and "shift check fired" in why
+    # the rate flagged under a shift is the labelled reals' member rate, not the --member-rate fallback
+    rule, why = method_rule(DEFAULT_METHOD, DecisionRule("auto", member_rate=0.5), _shift(True), labelled_rate=0.3)
+    assert rule.mode == "rate" and rule.member_rate == 0.3 and "30%" in why
     rule, why = method_rule(DEFAULT_METHOD, DecisionRule("auto"), _shift(False))
     assert rule.mode == "kappa" and "did not fire" in why
     rule, why = method_rule(DEFAULT_METHOD, DecisionRule("tail"), _shift(True))

@@ -56,7 +56,7 @@ def test_calibrate_accepts_the_american_spelling():
 
 def test_readme_and_help_agree_on_decision_auto():
     action = next(a for c, a in _options() if c == "audit" and "--decision" in a.option_strings)
-    phrase = "kappa, and for the default recipe mixture when the shift check fires"
+    phrase = "kappa, and for the default recipe rate at the labelled member rate when the shift check fires"
     assert phrase in " ".join(action.help.split())
     assert phrase in " ".join(README.read_text().split())
 

@@ -106,8 +106,9 @@ def _add_audit(sub) -> None:
     a.add_argument("--decision", choices=("auto", "kappa", "f1", "fpr", "rate", "quantile", "mixture", "tail"),
                    default="auto",
                    help="threshold rule (default auto: each method's own: kappa, and for the default recipe "
-                        "mixture when the shift check fires): max kappa / F1 on the labelled reals, target FPR, "
-                        "member rate, quantile (the labelled threshold's rank carried to the test scores), mixture "
+                        "rate at the labelled member rate when the shift check fires): max kappa / F1 on the "
+                        "labelled reals, target FPR, member rate (--member-rate), quantile (the labelled "
+                        "threshold's rank carried to the test scores), mixture "
                         "(member rate estimated from the test scores), tail (only above every labelled non-member)")
     a.add_argument("--target-fpr", type=float, default=0.01,
                    help="false-positive rate on the labelled non-members that --decision fpr aims at (default 0.01)")

@@ -187,16 +187,22 @@ def _test_groups(data: AuditData) -> np.ndarray | None:
     return np.array([data.groups[i] for i in ids])
 
 
-def method_rule(name: str, rule: DecisionRule, shift: ShiftCheck | None) -> tuple[DecisionRule, str]:
+def method_rule(name: str, rule: DecisionRule, shift: ShiftCheck | None, labelled_rate: float | None = None
+                ) -> tuple[DecisionRule, str]:
     """The rule method `name` decides with, and why: the user's, else the method's own, else (when the
-    shift check fired and the method has one) its rule for shifted test reals."""
+    shift check fired and the method has one) its rule for shifted test reals; a `rate` rule chosen for the
+    shift flags the labelled reals' member rate (`labelled_rate`) among the test reals."""
     spec = get_method(name)
     if rule.mode != AUTO:
         return rule, f"--decision {rule.mode}"
     if shift is not None and shift.shifted and spec.shift_decision:
-        return (replace(rule, mode=spec.shift_decision),
-                f"the shift check fired (domain AUC {shift.auc:.2f}): a threshold fitted to the labelled reals' "
-                f"score values would not transfer, so {spec.shift_decision} instead of {spec.decision}")
+        shifted = replace(rule, mode=spec.shift_decision)
+        how = spec.shift_decision
+        if spec.shift_decision == "rate" and labelled_rate is not None and 0 < labelled_rate < 1:
+            shifted = replace(shifted, member_rate=labelled_rate)
+            how = f"rate (the labelled member rate, {labelled_rate:.0%}, flagged among the test reals)"
+        return (shifted, f"the shift check fired (domain AUC {shift.auc:.2f}): a threshold fitted to the labelled "
+                         f"reals' score values would not transfer, so {how} instead of {spec.decision}")
     return rule.resolve(spec.decision), f"{name}'s own rule" + (
         f" (the shift check did not fire, domain AUC {shift.auc:.2f})" if shift is not None and spec.shift_decision
         else "")
@@ -204,7 +210,8 @@ def method_rule(name: str, rule: DecisionRule, shift: ShiftCheck | None) -> tupl
 
 def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int,
             keep_going: bool, shift: ShiftCheck | None = None) -> MethodReport:
-    resolved, why = method_rule(name, rule, shift)
+    labelled_rate = len(data.real_used) / len(data.labelled()[1]) if data.has_labelled else None
+    resolved, why = method_rule(name, rule, shift, labelled_rate)
     report = MethodReport(name, resolved, decision_why=why)
     seed_everything(cfg.seed)
     start = time.perf_counter()
