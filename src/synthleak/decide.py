@@ -101,6 +101,16 @@ def quantile_threshold(scores: np.ndarray, y: np.ndarray, unlabelled: np.ndarray
     return float(np.quantile(np.asarray(unlabelled, float), below))
 
 
+def two_gaussians(x: np.ndarray, seed: int = 0):
+    """A two-component Gaussian mixture of the 1-D values `x` [n, 1], and Ashman's D of its components
+    (about 2 or more: two groups with a dip between them)."""
+    from sklearn.mixture import GaussianMixture
+
+    two = GaussianMixture(2, random_state=seed, n_init=3).fit(x)
+    means, variances = two.means_.ravel(), two.covariances_.ravel()
+    return two, float(np.sqrt(2) * abs(means[1] - means[0]) / np.sqrt(variances.sum()))
+
+
 def mixture_member_rate(scores: np.ndarray, fallback: float, seed: int = 0) -> tuple[float, bool]:
     """Share of the upper component of a 1-D two-component Gaussian mixture of `scores`.
 
@@ -115,11 +125,8 @@ def mixture_member_rate(scores: np.ndarray, fallback: float, seed: int = 0) -> t
     if len(x) < 10 or np.ptp(x) == 0:
         return fallback, False
     one = GaussianMixture(1, random_state=seed).fit(x)
-    two = GaussianMixture(2, random_state=seed, n_init=3).fit(x)
-    means, variances, weights = two.means_.ravel(), two.covariances_.ravel(), two.weights_
-    ashman_d = np.sqrt(2) * abs(means[1] - means[0]) / np.sqrt(variances.sum())
-    upper = int(np.argmax(means))
-    rate = float(weights[upper])
+    two, ashman_d = two_gaussians(x, seed)
+    rate = float(two.weights_[int(np.argmax(two.means_.ravel()))])
     separated = (two.bic(x) < one.bic(x) and ashman_d >= MIXTURE_MIN_SEPARATION and 0.05 <= rate <= 0.95)
     return (rate, True) if separated else (fallback, False)
 

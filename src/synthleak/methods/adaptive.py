@@ -37,6 +37,7 @@ from ..attacks.knn import NeighbourIndex
 from ..calibration import Calibration, neighbour_rows
 from ..config import MethodConfig
 from ..data.layout import AuditData
+from ..decide import MIXTURE_MIN_SEPARATION, two_gaussians
 from ..features import get_extractor
 from ..features.store import image_features
 from ..metrics import score_metrics
@@ -109,8 +110,7 @@ INVERTED_AUC = 0.30
 #: BIMODAL_MIN_D (a dip between the groups, the mixture rule's own criterion) and beats the first candidate's by
 #: BIMODAL_MARGIN. A generator that reproduces its members sets them apart from everyone else; a score that
 #: does so more clearly is the better membership signal (pre-registered and checked in suite.md)
-BIMODAL_TIE_BREAK = True
-BIMODAL_MIN_D = 2.0
+BIMODAL_MIN_D = MIXTURE_MIN_SEPARATION
 BIMODAL_MARGIN = 0.5
 #: bootstrap resamples (of labelled units) behind the choice, and the one-sided confidence it needs
 CHOICE_BOOTSTRAP = 200
@@ -119,14 +119,10 @@ CHOICE_CONFIDENCE = 0.95
 
 def separation(scores: np.ndarray, seed: int = 0) -> float:
     """Ashman's D of a two-component Gaussian mixture of `scores` (about 2 or more: two groups with a dip)."""
-    from sklearn.mixture import GaussianMixture
-
     x = np.asarray(scores, float).reshape(-1, 1)
     if len(x) < 10 or np.ptp(x) == 0:
         return 0.0
-    two = GaussianMixture(2, random_state=seed, n_init=3).fit(x)
-    means, variances = two.means_.ravel(), two.covariances_.ravel()
-    return float(np.sqrt(2) * abs(means[1] - means[0]) / np.sqrt(variances.sum()))
+    return two_gaussians(x, seed)[1]
 
 
 def _auc(scores: np.ndarray, y: np.ndarray) -> float:
@@ -172,12 +168,11 @@ def choose(scaled: dict[str, np.ndarray], y: np.ndarray, rows: np.ndarray, units
                               f"labelled reals (AUC {aucs[prior]:.3f} <= {INVERTED_AUC}); {few}, so the candidate "
                               f"with the highest labelled AUC ({aucs[best]:.3f}) is used")
         if separations is not None:
-            sep = separations
-            best = max(CANDIDATES, key=lambda name: sep[name])
-            if best != prior and sep[best] >= BIMODAL_MIN_D and sep[best] - sep[prior] >= BIMODAL_MARGIN:
+            best = max(CANDIDATES, key=separations.get)
+            d_best, d_prior = separations[best], separations[prior]
+            if best != prior and d_best >= BIMODAL_MIN_D and d_best - d_prior >= BIMODAL_MARGIN:
                 return best, (f"{best}: {few}; over every real image (labels unused) its scores split into two "
-                              f"groups more clearly than {prior}'s (Ashman's D {sep[best]:.2f} against "
-                              f"{sep[prior]:.2f})")
+                              f"groups more clearly than {prior}'s (Ashman's D {d_best:.2f} against {d_prior:.2f})")
         return prior, f"{prior} (the first pre-registered candidate): {few}"
     from scipy.stats import rankdata
 
@@ -228,8 +223,7 @@ def run_adaptive(data: AuditData, cfg: MethodConfig) -> MethodResult:
     if n_lab:
         y = data.labelled()[1]
         units = selection_units(data, cfg.seed)
-        separations = ({name: round(separation(scaled[name], cfg.seed), 4) for name in CANDIDATES}
-                       if BIMODAL_TIE_BREAK else None)
+        separations = {name: round(separation(scaled[name], cfg.seed), 4) for name in CANDIDATES}
         chosen, why = choose(scaled, y, np.arange(n_lab), units, cfg.seed, separations)
         nested = np.empty(n_lab)
         fold_choices = []

@@ -27,31 +27,15 @@ class EnsembleOptions(Options):
     ensemble: str = option(DEFAULT_COMPONENTS, "comma list of the components, each METHOD[+CALIBRATION][@SPACE]")
 
 
-def component_options(cfg: MethodConfig) -> list:
-    """The option classes of every component (the ensemble passes its --set keys to each)."""
-    from . import get_method, option_classes
+def components(cfg: MethodConfig) -> list[tuple[str, str, MethodConfig]]:
+    """(component as written, method name, its configuration) of every component of `--set ensemble`."""
+    from . import get_method
 
-    classes = []
-    for comp in (c.strip() for c in EnsembleOptions.read(cfg.options).ensemble.split(",")):
-        name, _, space = comp.partition("@")
-        if not comp or name == "ensemble":
-            continue
-        get_method(name)  # an unknown component is the user's error, said here before any work
-        classes += option_classes(name, replace(cfg, feature_space=space or cfg.feature_space, calibrate=None))
-    return classes
-
-
-def run_ensemble(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    from . import get_method, run_method
-
-    spec = EnsembleOptions.read(cfg.options).ensemble
-    components = [c.strip() for c in spec.split(",") if c.strip()]
-    if not components:
+    written = [c.strip() for c in EnsembleOptions.read(cfg.options).ensemble.split(",") if c.strip()]
+    if not written:
         raise SynthleakError("--set ensemble=...: give at least one method")
-    result = MethodResult(test_scores=None)
-    n_lab = len(data.labelled()[0]) if data.has_labelled else 0
-    ranks = []
-    for comp in components:
+    out = []
+    for comp in written:
         name, _, space = comp.partition("@")
         try:
             spec = get_method(name)
@@ -61,7 +45,25 @@ def run_ensemble(data: AuditData, cfg: MethodConfig) -> MethodResult:
             raise SynthleakError(f"--set ensemble: unknown component {name!r}")
         # components calibrate only when their own name says so (nearest+neighbours): the ensemble's
         # --calibrate applies once, to the mean rank
-        sub_cfg = replace(cfg, feature_space=space or cfg.feature_space, calibrate=None)
+        out.append((comp, name, replace(cfg, feature_space=space or cfg.feature_space, calibrate=None)))
+    return out
+
+
+def component_options(cfg: MethodConfig) -> list:
+    """The option classes of every component (the ensemble passes its --set keys to each)."""
+    from . import option_classes
+
+    return [cls for _, name, sub_cfg in components(cfg) for cls in option_classes(name, sub_cfg)]
+
+
+def run_ensemble(data: AuditData, cfg: MethodConfig) -> MethodResult:
+    from . import run_method
+
+    parts_of = components(cfg)
+    result = MethodResult(test_scores=None)
+    n_lab = len(data.labelled()[0]) if data.has_labelled else 0
+    ranks = []
+    for comp, name, sub_cfg in parts_of:
         res = run_method(name, data, sub_cfg)
         parts = [a for a in (res.labelled_scores if n_lab else None, res.test_scores) if a is not None]
         r = rankdata(np.concatenate(parts)) / sum(len(p) for p in parts)
@@ -75,5 +77,5 @@ def run_ensemble(data: AuditData, cfg: MethodConfig) -> MethodResult:
         result.labelled_scores = mean[:n_lab]
     if data.real_unknown is not None:
         result.test_scores = mean[n_lab:]
-    result.notes.append(f"mean rank of {', '.join(components)}")
+    result.notes.append(f"mean rank of {', '.join(comp for comp, _, _ in parts_of)}")
     return result
