@@ -44,8 +44,8 @@ from synthleak.data import discover
 from synthleak.data.images import load_folder
 from synthleak.leakage import verdict
 from synthleak.methods import run_method
-from synthleak.methods.base import training_synthetic
-from synthleak.methods.nearest import embed
+from synthleak.features.embedding import training_synthetic
+from synthleak.methods.context import AuditContext
 from synthleak.metrics import evaluate
 from synthleak.pipeline import test_labels
 
@@ -137,15 +137,17 @@ def measure(folder: Path, space: str, args) -> tuple[Row, dict]:
                        options=dict(args.set))
     row, info = Row(space), {}
     t0 = time.perf_counter()
-    syn, lab, _, extractor, _ = embed(data, cfg)  # trains / loads the model, fills the feature cache
+    audit = AuditContext(data, cfg)
+    embedding = audit.embedding(cfg)  # trains / loads the model; every method below shares it
+    syn, lab = embedding.synthetic, embedding.labelled
     info["features_s"] = time.perf_counter() - t0
     if space == "copy":
-        info["copy_model"] = {k: extractor.meta.get(k) for k in
+        info["copy_model"] = {k: embedding.model_meta.get(k) for k in
                               ("n_images", "epochs", "image_size", "final_nt_xent", "final_pair_acc",
                                "seconds_per_epoch")}
     scores = {}
     for method in ("nearest", "density-ratio"):
-        res = run_method(method, data, cfg)
+        res = run_method(method, audit, cfg)
         scores[method] = res.labelled_scores
         metric = evaluate(y_test, scores=res.test_scores, n_boot=1000, seed=0, groups=test_groups)["auc"]
         setattr(row, "nearest" if method == "nearest" else "density", _ci(metric))

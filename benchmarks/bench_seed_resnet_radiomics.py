@@ -77,7 +77,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
 
     from synthleak.features.resnet_ae import ResNetAESettings, train_resnet_ae
-    from synthleak.methods.base import training_synthetic
+    from synthleak.features.embedding import training_synthetic
 
     _, meta = train_resnet_ae(training_synthetic(data, cfg)[0], cfg, ResNetAESettings.from_config(cfg))
     lines = [

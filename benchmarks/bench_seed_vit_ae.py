@@ -22,7 +22,7 @@ from synthleak.config import MethodConfig
 from synthleak.data import discover
 from synthleak.data.runfile import read_labels
 from synthleak.features.vit_ae import ViTAEExtractor
-from synthleak.methods.base import training_synthetic
+from synthleak.features.embedding import training_synthetic
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bench-iqoth"
 

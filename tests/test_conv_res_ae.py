@@ -104,13 +104,13 @@ def test_init_from_pretrained_encoder(tmp_path):
 
 
 def test_is_a_feature_space_for_nearest(tmp_path, phantoms):
-    from synthleak.methods.nearest import run_nearest
+    from synthleak.methods import run_method
 
     sets = [ImageSet.from_arrays(phantoms[a:b], [f"{p}{i}" for i in range(b - a)])
             for a, b, p in ((0, 12, "g"), (12, 16, "u"), (16, 20, "n"), (20, 24, "t"))]
     data = AuditData(generated=sets[0], real_used=sets[1], real_not_used=sets[2], real_unknown=sets[3])
     assert isinstance(get_extractor("conv-res-ae", _cfg(tmp_path)), ConvResAEExtractor)
-    res = run_nearest(data, _cfg(tmp_path))
+    res = run_method("nearest", data, _cfg(tmp_path))
     assert res.test_scores.shape == (4,) and res.labelled_scores.shape == (8,)
     assert np.isfinite(res.test_scores).all() and (res.test_scores <= 0).all()
     assert "conv-res-ae feature model" in res.trained_on

@@ -164,7 +164,7 @@ def test_read_critic_outputs(tmp_path):
 
 def test_critic_extractor_and_generic_nearest(tmp_path):
     from synthleak.data.layout import AuditData
-    from synthleak.methods.nearest import run_nearest
+    from synthleak.methods import run_method
 
     cfg = MethodConfig(image_size=32, base_filters=4, epochs=1, batch_size=4, cache_dir=str(tmp_path), quiet=True,
                        feature_space="dclgan-critic", options={"resnet_blocks": "2", "nce_patches": "16"})
@@ -179,6 +179,6 @@ def test_critic_extractor_and_generic_nearest(tmp_path):
     assert np.allclose(feats, ext.transform(_images(3, 7)), atol=1e-5)
 
     data = AuditData(generated=_images(8, 6), real_unknown=_images(4, 8))
-    result = run_nearest(data, cfg)
+    result = run_method("nearest", data, cfg)
     assert result.test_scores.shape == (4,) and np.all(np.isfinite(result.test_scores))
     assert "dclgan-critic feature model" in result.trained_on

@@ -23,8 +23,8 @@ def _stderr_lines(capsys) -> tuple[str, list[str]]:
 
 @pytest.fixture
 def broken_local(monkeypatch):
-    """nearest-local raises a bug-like exception (load_object looks the function up when the method runs)."""
-    monkeypatch.setattr("synthleak.methods.density.run_nearest_local", _boom)
+    """nearest-local raises a bug-like exception (its method object's run)."""
+    monkeypatch.setattr("synthleak.methods.density.NearestLocal.run", _boom)
 
 
 def test_failing_method_is_isolated(tiny_challenge, tmp_path, capsys, broken_local):
@@ -100,7 +100,7 @@ def test_failing_default_recipe_means_no_verdict_but_the_rest(tiny_challenge, tm
 
 
 def test_every_method_failing_exits_1(tiny_challenge, tmp_path, capsys, monkeypatch, broken_local):
-    monkeypatch.setattr("synthleak.methods.nearest.run_nearest", _boom)
+    monkeypatch.setattr("synthleak.methods.nearest.Nearest.run", _boom)
     out = tmp_path / "run.csv"
     assert main(["audit", str(tiny_challenge), "--method", "nearest,nearest-local", "--out", str(out), *FAST]) == 1
     _, err = _stderr_lines(capsys)
@@ -122,14 +122,14 @@ def test_user_errors_still_exit_2_and_write_nothing(tiny_challenge, tmp_path, ca
     def unreadable(*args, **kwargs):
         raise UnreadableInputError("broken.png: cannot be decoded")
 
-    monkeypatch.setattr("synthleak.methods.density.run_nearest_local", unreadable)
+    monkeypatch.setattr("synthleak.methods.density.NearestLocal.run", unreadable)
     out = tmp_path / "run.csv"
     assert main(["audit", str(tiny_challenge), "--method", "nearest,nearest-local", "--out", str(out), *FAST]) == 2
     _, err = _stderr_lines(capsys)
     assert err == ["synthleak: error: broken.png: cannot be decoded"] and not list(tmp_path.iterdir())
     # the errors log is an output like the others: an existing one is refused before any work without --force
     (tmp_path / "run.errors.log").write_text("keep\n")
-    monkeypatch.setattr("synthleak.methods.density.run_nearest_local", _boom)
+    monkeypatch.setattr("synthleak.methods.density.NearestLocal.run", _boom)
     args = ["audit", str(tiny_challenge), "--method", "nearest,nearest-local", "--out", str(out), *FAST]
     assert main(args) == 2
     _, err = _stderr_lines(capsys)

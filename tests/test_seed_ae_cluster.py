@@ -99,7 +99,7 @@ def test_separable_styles_give_high_auc(algo):
 def test_a_held_out_label_never_changes_its_own_score():
     """Swap a used and a not-used image that share a validation fold: labels (y), folds and the
     other folds stay the same, so the two rows' out-of-fold scores must simply trade places."""
-    from synthleak.methods.base import labelled_folds
+    from synthleak.methods.context import labelled_folds
 
     cfg = _pixel_cfg()
     base_data = _blob_data(np.random.default_rng(1))

@@ -10,7 +10,7 @@ from synthleak.data.images import ImageSet
 from synthleak.data.layout import AuditData
 from synthleak.errors import SynthleakError
 from synthleak.methods import seed_dclgan
-from synthleak.methods.base import labelled_folds
+from synthleak.methods.context import labelled_folds
 
 TINY_OPTIONS = {"resnet_blocks": "2", "nce_patches": "16", "overlap_grid": "2"}
 

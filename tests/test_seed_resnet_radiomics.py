@@ -9,7 +9,7 @@ from synthleak.config import MethodConfig
 from synthleak.data.layout import AuditData
 from synthleak.decide import cv_folds
 from synthleak.errors import SynthleakError
-from synthleak.methods import base as method_base
+from synthleak.methods.context import labelled_folds
 from synthleak.methods import run_method
 from synthleak.methods import seed_resnet_radiomics as srr
 
@@ -122,7 +122,7 @@ def test_end_to_end_on_phantoms_without_held_out_labels(tiny_audit_data, monkeyp
     assert result.trained_on["resnet-ae"].startswith("train/generated")
     assert "random forest" in result.trained_on and result.neighbours.shape == (len(data.real_unknown), 3)
     # the run's own rankings: one per shared fold on that fold's training rows only, then one on all rows
-    folds = method_base.labelled_folds(data, cfg)
+    folds = labelled_folds(data, cfg)
     assert len(SPY_FITS) == len(folds) + 1
     all_rows = SPY_FITS[-1][0]
     assert len(all_rows) == len(y)

@@ -17,7 +17,7 @@ from synthleak.features import store as store_module
 from synthleak.features.pixels import PixelExtractor
 from synthleak.features.store import image_features
 from synthleak.methods import run_method
-from synthleak.methods.base import training_synthetic
+from synthleak.features.embedding import training_synthetic
 from helpers import write_dicom, write_images
 
 

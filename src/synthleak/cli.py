@@ -273,7 +273,7 @@ def cmd_audit(args) -> int:
         print(f"  {n_dicom} DICOM images; CT ones read through the window {d.window}"
               + (", groups from PatientID" if args.groups_from else ""))
     if d.has_labelled:
-        from .methods.base import labelled_folds
+        from .methods.context import labelled_folds
 
         print(f"CV: {len(labelled_folds(d, cfg))}-fold stratified" + (" group-aware" if d.groups else "")
               + " on labelled reals")

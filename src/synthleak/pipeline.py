@@ -18,7 +18,7 @@ from .decide import AUTO, DecisionRule, cv_decisions
 from .errors import DataError, SynthleakError, UnreadableInputError, one_line
 from .methods import (CONTROL, DEFAULT_METHOD, METHODS, MethodResult, check_method_options, get_method, method_config,
                       run_method)
-from .methods.base import labelled_folds
+from .methods.context import AuditContext
 from .metrics import Metric, evaluate, score_metrics
 from .runtime import log, seed_everything
 from .shift import ShiftCheck, check_shift
@@ -152,12 +152,12 @@ def test_labels(labels: str | Path | dict | None, data: AuditData) -> np.ndarray
     return np.array([table[i] for i in data.real_unknown.ids])
 
 
-def _score(report: MethodReport, data: AuditData, cfg: MethodConfig, y_test: np.ndarray | None,
+def _score(report: MethodReport, audit: AuditContext, cfg: MethodConfig, y_test: np.ndarray | None,
            n_boot: int) -> None:
-    res, rule = report.result, report.rule
+    res, rule, data = report.result, report.rule, audit.data
     y_lab = data.labelled()[1] if data.has_labelled else None
     if res.labelled_scores is not None and y_lab is not None:
-        folds = labelled_folds(data, cfg)
+        folds = audit.folds(cfg)
         cv_pred = cv_decisions(res.labelled_scores, y_lab, rule, folds)
         report.cv = evaluate(y_lab, cv_pred, res.labelled_scores, n_boot=n_boot, seed=cfg.seed,
                              groups=data.labelled_groups())
@@ -208,20 +208,19 @@ def method_rule(name: str, rule: DecisionRule, shift: ShiftCheck | None, labelle
         else "")
 
 
-def run_one(name: str, data: AuditData, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int,
+def run_one(name: str, audit: AuditContext, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int,
             keep_going: bool, shift: ShiftCheck | None = None) -> MethodReport:
-    labelled_rate = len(data.real_used) / len(data.labelled()[1]) if data.has_labelled else None
-    resolved, why = method_rule(name, rule, shift, labelled_rate)
+    resolved, why = method_rule(name, rule, shift, audit.labelled_rate)
     report = MethodReport(name, resolved, decision_why=why)
     seed_everything(cfg.seed)
     start = time.perf_counter()
     try:
         with search_context(cfg.search) as searches:
-            report.result = run_method(name, data, cfg)
+            report.result = run_method(name, audit, cfg)
         report.search = searches.summary()
         report.seconds = time.perf_counter() - start
-        _check_result(name, report.result, data)
-        _score(report, data, cfg, y_test, n_boot)
+        _check_result(name, report.result, audit.data)
+        _score(report, audit, cfg, y_test, n_boot)
     except SynthleakError as exc:
         if not keep_going or isinstance(exc, UnreadableInputError):  # an unreadable input stops every method
             raise
@@ -295,16 +294,16 @@ def run_audit(
         raise SynthleakError(f"--decision {rule.mode} needs labelled reals (real_used/ and real_not_used/) "
                              "to measure false positives")
     y_test = test_labels(labels, audit_data)
-    report = _new_report(audit_data, rule, cfg)
+    report, audit = _new_report(audit_data, rule, cfg), AuditContext(audit_data, cfg)
     for n in names:
         log(f"running {n} ...", cfg.quiet)
-        report.methods.append(run_one(n, audit_data, cfg, rule, y_test, n_boot, keep_going=len(names) > 1,
+        report.methods.append(run_one(n, audit, cfg, rule, y_test, n_boot, keep_going=len(names) > 1,
                                       shift=report.shift))
         _note_failure(report, report.methods[-1], f"method {n}")
     if check_control and audit_data.has_labelled:
-        _add_control(report, cfg, rule, y_test, n_boot)
+        _add_control(report, audit, cfg, rule, y_test, n_boot)
     if with_verdict and audit_data.has_labelled:
-        _add_verdict(report, cfg, rule, y_test, n_boot, alpha, permutations)
+        _add_verdict(report, audit, cfg, rule, y_test, n_boot, alpha, permutations)
     if out is not None:
         _write_all(report, paths, Path(out), cfg, force, id_style)
     return report
@@ -344,13 +343,14 @@ def _new_report(audit_data: AuditData, rule: DecisionRule, cfg: MethodConfig) ->
     return report
 
 
-def _add_control(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int) -> None:
+def _add_control(report: AuditReport, audit: AuditContext, cfg: MethodConfig, rule: DecisionRule, y_test,
+                 n_boot: int) -> None:
     """The real-only control: the pixel-space one unless the user ran it, a warning when it leaks."""
     control = next((m for m in report.methods if m.name == CONTROL and m.result is not None), None)
     if control is None:
         # the reference control is the pixel-space one (the same reference in every audit)
         control_cfg = replace(cfg, feature_space="pixels", calibrate=None, quiet=True, artifacts_dir=None)
-        control = run_one(CONTROL, report.data, control_cfg, rule, y_test, n_boot, keep_going=True)
+        control = run_one(CONTROL, audit, control_cfg, rule, y_test, n_boot, keep_going=True)
         _note_failure(report, control, "the reference control")
     report.control = control
     if control.cv is not None and control.cv["auc"].value > CONTROL_WARN_AUC:
@@ -385,16 +385,15 @@ def errors_log_text(report: AuditReport) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _add_verdict(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_test, n_boot: int, alpha: float,
-                 permutations: int) -> None:
+def _add_verdict(report: AuditReport, audit: AuditContext, cfg: MethodConfig, rule: DecisionRule, y_test,
+                 n_boot: int, alpha: float, permutations: int) -> None:
     """The verdict from the default recipe's scores: never the control's, never the best of several."""
     from .leakage import verdict
-    from .methods.nearest import embed
 
     data = report.data
     recipe = next((m for m in report.methods if m.name == DEFAULT_METHOD), None)
     if recipe is None:
-        recipe = run_one(DEFAULT_METHOD, data, replace(cfg, quiet=True, artifacts_dir=None), rule, y_test, n_boot,
+        recipe = run_one(DEFAULT_METHOD, audit, replace(cfg, quiet=True, artifacts_dir=None), rule, y_test, n_boot,
                          keep_going=True, shift=report.shift)
         _note_failure(report, recipe, "the default recipe (run for the verdict)")
     if recipe.result is None or recipe.result.labelled_scores is None:
@@ -410,7 +409,8 @@ def _add_verdict(report: AuditReport, cfg: MethodConfig, rule: DecisionRule, y_t
             # the recipe's own space (its measured resolution): no second embedding
             synthetic, labelled = res.synthetic_features, res.real_features[:len(data.labelled()[1])]
         else:
-            synthetic, labelled, _, _, _ = embed(data, replace(recipe_cfg, quiet=True))
+            embedding = audit.embedding(replace(recipe_cfg, quiet=True))
+            synthetic, labelled = embedding.synthetic, embedding.labelled
         # scores the labels did not choose: every candidate's, when the recipe chose among them
         scores = res.verdict_scores if res.verdict_scores is not None else res.labelled_scores
         try:

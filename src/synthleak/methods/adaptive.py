@@ -38,12 +38,11 @@ from ..calibration import Calibration, neighbour_rows
 from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..decide import MIXTURE_MIN_SEPARATION, two_gaussians
-from ..features import get_extractor
-from ..features.store import image_features
 from ..metrics import score_metrics
 from ..options import Options, option
 from ..resolution import Resolution, estimate_resolution, sample_rows
-from .base import MethodResult, Signal, labelled_folds
+from .base import Method, MethodResult, Signal
+from .context import AuditContext
 from .density import density_ratio_ranks, density_ratio_scores
 
 #: the pre-registered candidates, in order of preference for ties (and the choice without labels)
@@ -72,22 +71,22 @@ def robust_scale(scores: np.ndarray) -> np.ndarray:
     return (scores - median) / max(q3 - q1, 1e-12)
 
 
-def candidate_scores(syn: np.ndarray, reals: np.ndarray, cfg: MethodConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def candidate_scores(syn: np.ndarray, reals: np.ndarray, k_real: int, calibrate_k: int
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """{candidate: raw label-free score per real row}, and each real's 3 nearest synthetic rows.
 
     One search of the synthetic set serves both the nearest distance and the density ratio's numerator,
     and one reals-on-reals search both the density ratio's reference scale and the calibration."""
-    k_real = AdaptiveOptions.read(cfg.options).k_real
-    Calibration("neighbours", k=cfg.calibrate_k)  # validates k
+    Calibration("neighbours", k=calibrate_k)  # validates k
     real_search = None
     if len(reals) >= 3:  # (fewer: density_ratio_scores says so)
-        columns = max(min(cfg.calibrate_k, len(reals) - 1), density_ratio_ranks(k_real, len(reals))[1]) + 1
+        columns = max(min(calibrate_k, len(reals) - 1), density_ratio_ranks(k_real, len(reals))[1]) + 1
         real_search = NeighbourIndex(reals).search(reals, columns)
     ratio, neighbours, _, nearest_distance = density_ratio_scores(
         syn, reals, k_real, real_distances=real_search[0] if real_search else None)
     nearest = -nearest_distance
     # the same reals-on-reals neighbourhoods calibrate every candidate (as Calibration.apply does each)
-    rows = neighbour_rows(reals, cfg.calibrate_k, idx=real_search[1])
+    rows = neighbour_rows(reals, calibrate_k, idx=real_search[1])
     raw = {"density-ratio": ratio, "nearest": nearest}
     out = {}
     for name in CANDIDATES:
@@ -204,16 +203,23 @@ def selection_units(data: AuditData, seed: int) -> np.ndarray:
     return look_alike_groups(shift_features(data.labelled()[0].pixels), seed).astype(str)
 
 
-def run_adaptive(data: AuditData, cfg: MethodConfig) -> MethodResult:
+class AdaptiveDefault(Method):
+    """The default recipe (see the module's docstring)."""
+
+    Settings = AdaptiveOptions
+
+    def run(self, audit: AuditContext) -> MethodResult:
+        return run_adaptive(audit, self.cfg, self.settings)
+
+
+def run_adaptive(audit: AuditContext, cfg: MethodConfig, opts: AdaptiveOptions) -> MethodResult:
+    data = audit.data
     resolution = measure_resolution(data, cfg)
-    side = AdaptiveOptions.read(cfg.options).pixel_side or resolution.comparison_side
+    side = opts.pixel_side or resolution.comparison_side
     space_cfg = replace(cfg, feature_space="pixels", options={**cfg.options, "pixel_side": str(side)})
-    extractor = get_extractor("pixels", space_cfg)
-    syn = image_features(extractor, data.synthetic(cfg.synthetic_pool), space_cfg)
-    lab = extractor.extract(data.labelled()[0]) if data.has_labelled else None
-    test = extractor.extract(data.real_unknown) if data.real_unknown is not None else None
-    reals = np.concatenate([a for a in (lab, test) if a is not None])
-    raw, neighbours = candidate_scores(syn, reals, space_cfg)
+    embedding = audit.embedding(space_cfg)
+    syn, lab, test, reals = embedding.synthetic, embedding.labelled, embedding.test, embedding.reals
+    raw, neighbours = candidate_scores(syn, reals, opts.k_real, cfg.calibrate_k)
     scaled = {name: robust_scale(s) for name, s in raw.items()}
     n_lab = len(lab) if lab is not None else 0
 
@@ -227,7 +233,7 @@ def run_adaptive(data: AuditData, cfg: MethodConfig) -> MethodResult:
         chosen, why = choose(scaled, y, np.arange(n_lab), units, cfg.seed, separations)
         nested = np.empty(n_lab)
         fold_choices = []
-        for i, (train, val) in enumerate(labelled_folds(data, cfg)):
+        for i, (train, val) in enumerate(audit.folds(cfg)):
             pick, _ = choose(scaled, y, train, units, cfg.seed + 1 + i, separations)
             fold_choices.append(pick)
             nested[val] = scaled[pick][val]

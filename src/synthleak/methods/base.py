@@ -1,17 +1,25 @@
-"""The method (recipe) interface: data + config in, continuous membership scores out."""
+"""The method interface: a Method runs on an audit context and returns continuous membership scores.
+
+Most methods are ScoringMethods in scikit-learn's shape (fit on a Reference, score real images); the audit
+context and ScoringMethod.run own what used to be repeated in every method: folds, embeddings, cross-fitting.
+"""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
+from ..attacks.knn import NeighbourIndex
 from ..config import MethodConfig
-from ..data.images import ImageSet
-from ..data.layout import AuditData
-from ..data.stream import concat_images
-from ..decide import cv_folds
+from ..errors import SynthleakError
+from ..features.embedding import Embedding
+from ..options import Options
+
+if TYPE_CHECKING:
+    from .context import AuditContext
 
 
 @dataclass
@@ -57,13 +65,10 @@ class MethodResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-MethodFn = Callable[[AuditData, MethodConfig], MethodResult]
-
-
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    target: str  # "module:function" with signature (AuditData, MethodConfig) -> MethodResult
+    target: str  # "module:Class" of a Method subclass, built with the method's MethodConfig
     description: str
     uses_synthetic: bool = True
     needs_labelled: bool = False
@@ -93,29 +98,123 @@ class MethodSpec:
                        calibrate=calibration or cfg.calibrate or self.calibration)
 
 
-def training_synthetic(data: AuditData, cfg: MethodConfig) -> tuple[ImageSet, str]:
-    """Synthetic images models may be trained on (in memory), and a description for the output record.
+class Method(ABC):
+    """One membership-inference method, built from the run's configuration (its `--set` keys read and checked
+    into `settings`, a frozen synthleak.options.Options) and run on an audit context, which owns the folds and
+    the embeddings every method shares."""
 
-    Default: train/generated only; --fit-on-test-generated adds test/generated. --max-train-images
-    takes a seeded random subset (CPU budgets); only that subset is read from the files.
-    """
-    images = data.generated
-    desc = f"train/generated ({len(images)})"
-    if cfg.fit_on_test_generated and data.test_generated is not None:
-        images = concat_images([data.generated, data.test_generated])
-        desc = f"train/generated + test/generated ({len(images)})"
-    if cfg.max_train_images and len(images) > cfg.max_train_images:
-        rng = np.random.default_rng(cfg.seed)
-        idx = np.sort(rng.choice(len(images), cfg.max_train_images, replace=False))
-        images = images.subset(idx)
-        desc += f", random subset of {cfg.max_train_images}"
-    return images.materialise(quiet=cfg.quiet), desc
+    #: the method's own `--set` keys
+    Settings: ClassVar[type[Options]] = Options
+
+    def __init__(self, cfg: MethodConfig):
+        self.cfg = cfg
+        self.settings = self.Settings.read(cfg.options)
+        self.name = type(self).__name__
+
+    @abstractmethod
+    def run(self, audit: AuditContext) -> MethodResult:
+        """Honest scores of the audit's labelled reals (out-of-fold where labels were used) and of its test reals."""
 
 
-def labelled_folds(data: AuditData, cfg: MethodConfig):
-    """The CV folds over AuditData.labelled() that every method and the decision step share."""
-    _, y = data.labelled()
-    return cv_folds(y, data.labelled_groups(), cfg.n_folds, cfg.seed)
+@dataclass
+class Reference:
+    """What a scoring method is fitted on. Never a test label; labelled reals only for methods that use labels,
+    and then only a fold's training part when the fitted method scores that fold's held-out rows."""
+
+    #: the synthetic images' features (None for methods that never look at them) and their neighbour index
+    synthetic: np.ndarray | None
+    synthetic_index: NeighbourIndex | None
+    #: every real image, labelled then test, labels unused (what a transductive score may compare with)
+    reals: np.ndarray
+    #: labelled reals the method may learn from, with their labels (methods that use labels)
+    labelled: np.ndarray | None = None
+    y: np.ndarray | None = None
+    #: which fit this is: the i-th fold's training part (scores that fold), or len(folds) for every labelled
+    #: real (scores the test reals); seeds a method's random subsets so that each fit draws its own
+    fold: int = 0
+    n_folds: int = 0
+    #: reference rows per class that every fold's training part can offer (a common size for every fit, so
+    #: that labelled and test scores share one scale; see nearest.reference_distance)
+    reference_size: int = 0
+
+    @property
+    def final(self) -> bool:
+        """True for the fit on every labelled real (the one that scores the test reals)."""
+        return self.fold == self.n_folds
+
+
+@dataclass
+class Scores:
+    """A scoring method's scores of some real images (higher = more likely used)."""
+
+    values: np.ndarray
+    #: each row's 3 nearest synthetic images (for the report), when the method searched for them
+    neighbours: np.ndarray | None = None
+
+
+class ScoringMethod(Method):
+    """A method in scikit-learn's shape: `fit(reference)` then `score(features, positions)`.
+
+    `run` does the rest, the same way for every such method: the audit's embedding in the method's feature
+    space; a label-free method fitted once and scoring every real; a method that learns from labels
+    (`reference_classes` not empty) cross-fitted on the audit's folds, each fold's rows scored by a fit on the
+    other folds, the test reals by a fit on every labelled real."""
+
+    #: whether the method compares with the synthetic images (the real-only control does not)
+    needs_synthetic: ClassVar[bool] = True
+    #: whether its feature rows are a space for real images (the difficulty calibration's neighbourhoods)
+    reports_features: ClassVar[bool] = True
+
+    @property
+    def reference_classes(self) -> tuple[int, ...]:
+        """The label classes whose labelled reals the method uses as a reference (none: label-free)."""
+        return ()
+
+    @abstractmethod
+    def fit(self, reference: Reference) -> "ScoringMethod":
+        ...
+
+    @abstractmethod
+    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
+        """Scores of real images given by their features and their rows in the reference's `reals`."""
+
+    def notes(self, embedding: Embedding) -> list[str]:
+        """What the scores are, in a sentence or two (after the last fit)."""
+        return []
+
+    def run(self, audit: AuditContext) -> MethodResult:
+        emb = audit.embedding(self.cfg, self.needs_synthetic)
+        reals = emb.reals
+        index = NeighbourIndex(emb.synthetic) if emb.synthetic is not None else None
+        n_lab = emb.n_labelled
+        test_rows = np.arange(n_lab, len(reals))
+        labelled = None
+        if not self.reference_classes:
+            self.fit(Reference(emb.synthetic, index, reals))
+            labelled = self.score(emb.labelled, np.arange(n_lab)).values if n_lab else None
+        else:
+            y, folds = audit.y, audit.folds(self.cfg)
+            size = fold_reference_size(y, folds, self.reference_classes)
+            labelled = np.empty(n_lab)
+            for i, (train, val) in enumerate(folds):
+                self.fit(Reference(emb.synthetic, index, reals, emb.labelled[train], y[train], i, len(folds), size))
+                labelled[val] = self.score(emb.labelled[val], val).values
+            self.fit(Reference(emb.synthetic, index, reals, emb.labelled, y, len(folds), len(folds), size))
+        test = self.score(emb.test, test_rows) if emb.test is not None else None
+        result = MethodResult(test_scores=test.values if test else None, labelled_scores=labelled,
+                              trained_on=dict(emb.trained_on), real_features=reals if self.reports_features else None,
+                              neighbours=test.neighbours if test else None)
+        result.notes += self.notes(emb)
+        return result
+
+
+def fold_reference_size(y: np.ndarray, folds, classes: tuple[int, ...]) -> int:
+    """Largest reference size every fold's training part can offer for each of `classes`."""
+    size = min(int((y[train] == c).sum()) for train, _ in folds for c in classes)
+    if size == 0:
+        raise SynthleakError("a cross-validation fold has no labelled reals of one class in its training part "
+                             "(give more labelled reals or patients, or fewer --folds)")
+    return size
 
 
 def cross_fitted_classifier(

@@ -28,12 +28,11 @@ from scipy.stats import gaussian_kde
 from sklearn.decomposition import PCA
 
 from ..attacks.knn import NeighbourIndex
-from ..config import MethodConfig
-from ..data.layout import AuditData
 from ..errors import SynthleakError
+from ..features.embedding import Embedding
 from ..options import Options, option
-from .base import MethodResult, labelled_folds
-from .nearest import REFERENCE_REPEATS, embed, fold_reference_size, real_rows
+from .base import Reference, Scores, ScoringMethod
+from .nearest import REFERENCE_REPEATS
 
 REFERENCES = ("all-reals", "non-members")
 #: DOMIAS fits its PCA on at most this many synthetic images (a seeded subsample above it: a PCA of
@@ -73,91 +72,18 @@ def _check_reference_size(n: int, n_comp: int) -> None:
 @dataclass(frozen=True)
 class DomiasOptions(Options):
     pca: int = option(20, "PCA dimensions of the kernel density estimates")
-    domias_reference: str = option("all-reals", "the reference density's images (see REFERENCES)")
+    domias_reference: str = option("all-reals", "the reference density's images", choices=REFERENCES)
 
 
 @dataclass(frozen=True)
 class NearestLocalOptions(Options):
-    k_local: int = option(50, "the synthetic neighbour whose distance sets the local scale")
+    k_local: int = option(50, "the synthetic neighbour whose distance sets the local scale", minimum=2)
 
 
 @dataclass(frozen=True)
 class DensityRatioOptions(Options):
     k_real: int = option(20, "the reals' neighbour whose distance sets the real density scale")
     k: int = option(1, "the synthetic neighbour whose distance sets the synthetic density")
-
-
-def run_domias(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    syn, lab, test, _, record = embed(data, cfg)
-    opts = DomiasOptions.read(cfg.options)
-    n_comp, reference = opts.pca, opts.domias_reference
-    if reference not in REFERENCES:
-        raise SynthleakError(f"--set domias_reference={reference}: choose from {', '.join(REFERENCES)}")
-    n_comp = int(min(n_comp, syn.shape[1], len(syn) - 1))
-    pca = PCA(n_comp, random_state=cfg.seed).fit(_pca_fit_rows(syn, cfg.seed))
-    ps = _project(pca, syn)
-    pl = pca.transform(lab) if lab is not None else None
-    pt = pca.transform(test) if test is not None else None
-    reals = np.concatenate([a for a in (pl, pt) if a is not None])
-    if len(reals) <= n_comp + 1:
-        raise SynthleakError(f"domias needs more than {n_comp + 1} real images for its reference density")
-    result = MethodResult(test_scores=None, trained_on=record, real_features=real_rows(lab, test))
-    if reference == "non-members":
-        if not data.has_labelled:
-            raise SynthleakError("--set domias_reference=non-members needs labelled real_not_used/ images")
-        y = data.labelled()[1]
-        ref = pl[y == 0]
-        # labelled rows are cross-fitted: each fold's reference density uses the other folds' non-members,
-        # subsampled to one common size (KDE values and bandwidths depend on the number of points)
-        folds = labelled_folds(data, cfg)
-        size = fold_reference_size(y, folds, (0,))
-        _check_reference_size(size, n_comp)
-        ref_lab = np.empty(len(pl))
-        for i, (train, val) in enumerate(folds):
-            rng = np.random.default_rng([cfg.seed, i])
-            ref_lab[val] = _subsampled_log_density(pl[train][y[train] == 0], pl[val], size, rng)
-        ref_test = (_subsampled_log_density(ref, pt, size, np.random.default_rng([cfg.seed, len(folds)]))
-                    if pt is not None else None)
-        result.notes.append(f"reference density: random subsets of {size} of the {len(ref)} labelled "
-                            "non-members (the other folds' for labelled rows)")
-    else:
-        # every real image, unlabelled: the population density; labels are never read
-        factor = gaussian_kde(reals.T).factor
-        n_lab = len(pl) if pl is not None else 0
-        ref_all = np.array([_log_density(np.delete(reals, i, axis=0), reals[i:i + 1], factor)[0]
-                            for i in range(len(reals))])
-        ref_lab, ref_test = ref_all[:n_lab], ref_all[n_lab:]
-        result.notes.append(f"reference density: all {len(reals)} real images, labels unused (leave-one-out)")
-    syn_kde = gaussian_kde(ps.T)
-    if pl is not None:
-        result.labelled_scores = syn_kde.logpdf(pl.T) - ref_lab
-    if pt is not None:
-        result.test_scores = syn_kde.logpdf(pt.T) - ref_test
-    result.notes.append(f"Gaussian KDEs in a {n_comp}-d PCA space of '{cfg.feature_space}' features"
-                        + (f" (PCA fitted on a seeded subsample of {PCA_FIT_ROWS} synthetic images)"
-                           if len(syn) > PCA_FIT_ROWS else ""))
-    return result
-
-
-def run_nearest_local(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    syn, lab, test, _, record = embed(data, cfg)
-    k = NearestLocalOptions.read(cfg.options).k_local
-    if k < 2:
-        raise SynthleakError("--set k_local=N: N must be at least 2")
-    index = NeighbourIndex(syn)
-    result = MethodResult(test_scores=None, trained_on=record, real_features=real_rows(lab, test))
-
-    def score(x: np.ndarray) -> np.ndarray:
-        d, _ = index.search(x, k)
-        return -d[:, 0] / np.maximum(d[:, -1], 1e-12)
-
-    if lab is not None:
-        result.labelled_scores = score(lab)
-    if test is not None:
-        result.test_scores = score(test)
-        result.neighbours = index.search(test, 3)[1]
-    result.notes.append(f"distance to the nearest synthetic image / distance to the {k}-th nearest")
-    return result
 
 
 def density_ratio_ranks(k_real: int, n_reals: int) -> tuple[int, int]:
@@ -195,19 +121,105 @@ def density_ratio_scores(syn: np.ndarray, reals: np.ndarray, k_real: int = 20, k
     return scores, idx_syn[:, :3], (low, high), d_syn[:, 0]
 
 
-def run_density_ratio(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    syn, lab, test, _, record = embed(data, cfg)
-    reals = np.concatenate([a for a in (lab, test) if a is not None])
-    opts = DensityRatioOptions.read(cfg.options)
-    scores, idx_syn, (low, high), _ = density_ratio_scores(syn, reals, opts.k_real, opts.k)
-    n_lab = len(lab) if lab is not None else 0
-    result = MethodResult(test_scores=None, trained_on=record, real_features=reals)
-    if lab is not None:
-        result.labelled_scores = scores[:n_lab]
-    if test is not None:
-        result.test_scores = scores[n_lab:]
-        result.neighbours = idx_syn[n_lab:, :3]
-    result.notes.append(f"mean log distance to the {low}th..{high}th nearest of {len(reals) - 1} other real images "
-                        f"(labels unused) minus log distance to the nearest of {len(syn)} synthetic images, in "
-                        f"'{cfg.feature_space}' space")
-    return result
+class DensityRatio(ScoringMethod):
+    """k-NN DOMIAS: the reals' own spacing around x over the distance to the nearest synthetic image (labels unused).
+
+    Transductive: the reference is every real image of the audit (x itself excluded), so it scores those."""
+
+    Settings = DensityRatioOptions
+
+    def fit(self, reference: Reference) -> "DensityRatio":
+        opts = self.settings
+        self.scores, self.neighbours, self.ranks, _ = density_ratio_scores(reference.synthetic, reference.reals,
+                                                                           opts.k_real, opts.k)
+        self.n_reals, self.n_synthetic = len(reference.reals), len(reference.synthetic)
+        return self
+
+    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
+        return Scores(self.scores[positions], self.neighbours[positions])
+
+    def notes(self, embedding: Embedding) -> list[str]:
+        low, high = self.ranks
+        return [f"mean log distance to the {low}th..{high}th nearest of {self.n_reals - 1} other real images "
+                f"(labels unused) minus log distance to the nearest of {self.n_synthetic} synthetic images, in "
+                f"'{embedding.space}' space"]
+
+
+class NearestLocal(ScoringMethod):
+    """Distance to the nearest synthetic image over the distance to the k-th nearest (no reference data)."""
+
+    Settings = NearestLocalOptions
+
+    def fit(self, reference: Reference) -> "NearestLocal":
+        self.index = reference.synthetic_index
+        return self
+
+    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
+        k = self.settings.k_local
+        d, idx = self.index.search(features, k)
+        neighbours = idx[:, :3] if idx.shape[1] >= 3 else self.index.search(features, 3)[1]
+        return Scores(-d[:, 0] / np.maximum(d[:, -1], 1e-12), neighbours)
+
+    def notes(self, embedding: Embedding) -> list[str]:
+        return [f"distance to the nearest synthetic image / distance to the {self.settings.k_local}-th nearest"]
+
+
+class Domias(ScoringMethod):
+    """DOMIAS: log p_synthetic(x) - log p_reference(x), Gaussian KDEs in a PCA space of the synthetic images.
+
+    The reference is every real image (leave-one-out, labels unused) or, with `--set domias_reference=non-members`,
+    the labelled non-members (cross-fitted, subsampled to one size for every fit: KDE values and bandwidths
+    depend on the number of points)."""
+
+    Settings = DomiasOptions
+
+    @property
+    def reference_classes(self) -> tuple[int, ...]:
+        return (0,) if self.settings.domias_reference == "non-members" else ()
+
+    def fit(self, reference: Reference) -> "Domias":
+        if getattr(self, "_synthetic", None) is not reference.synthetic:
+            self._fit_synthetic(reference.synthetic, reference.reals)
+        if self.reference_classes:
+            self.non_members = self.pca.transform(reference.labelled[reference.y == 0])
+            self.size = reference.reference_size
+            _check_reference_size(self.size, self.n_comp)
+            self.rng = np.random.default_rng([self.cfg.seed, reference.fold])
+        return self
+
+    def _fit_synthetic(self, syn: np.ndarray, reals: np.ndarray) -> None:
+        """PCA and synthetic KDE (the same for every fold); without labels, the reals' leave-one-out density."""
+        seed = self.cfg.seed
+        self._synthetic = syn
+        self.n_comp = int(min(self.settings.pca, syn.shape[1], len(syn) - 1))
+        self.pca = PCA(self.n_comp, random_state=seed).fit(_pca_fit_rows(syn, seed))
+        self.synthetic_kde = gaussian_kde(_project(self.pca, syn).T)
+        self.n_synthetic = len(syn)
+        projected = self.pca.transform(reals)
+        if len(projected) <= self.n_comp + 1:
+            raise SynthleakError(f"domias needs more than {self.n_comp + 1} real images for its reference density")
+        if not self.reference_classes:
+            # every real image, unlabelled: the population density; labels are never read
+            factor = gaussian_kde(projected.T).factor
+            self.reference_log_density = np.array(
+                [_log_density(np.delete(projected, i, axis=0), projected[i:i + 1], factor)[0]
+                 for i in range(len(projected))])
+
+    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
+        projected = self.pca.transform(features)
+        if self.reference_classes:
+            reference = _subsampled_log_density(self.non_members, projected, self.size, self.rng)
+        else:
+            reference = self.reference_log_density[positions]
+        return Scores(self.synthetic_kde.logpdf(projected.T) - reference)
+
+    def notes(self, embedding: Embedding) -> list[str]:
+        if self.reference_classes:
+            first = (f"reference density: random subsets of {self.size} of the {len(self.non_members)} labelled "
+                     "non-members (the other folds' for labelled rows)")
+        else:
+            first = (f"reference density: all {len(self.reference_log_density)} real images, labels unused "
+                     "(leave-one-out)")
+        return [first, f"Gaussian KDEs in a {self.n_comp}-d PCA space of '{embedding.space}' features"
+                + (f" (PCA fitted on a seeded subsample of {PCA_FIT_ROWS} synthetic images)"
+                   if self.n_synthetic > PCA_FIT_ROWS else "")]

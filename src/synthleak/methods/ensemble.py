@@ -14,10 +14,10 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ..config import MethodConfig
-from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..options import Options, option
-from .base import MethodResult, Signal
+from .base import Method, MethodResult, Signal
+from .context import AuditContext
 
 DEFAULT_COMPONENTS = "nearest,nearest-local"
 
@@ -56,26 +56,33 @@ def component_options(cfg: MethodConfig) -> list:
     return [cls for _, name, sub_cfg in components(cfg) for cls in option_classes(name, sub_cfg)]
 
 
-def run_ensemble(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    from . import run_method
+class Ensemble(Method):
+    """A composite: the mean score rank of its component methods (each a method object of its own)."""
 
-    parts_of = components(cfg)
-    result = MethodResult(test_scores=None)
-    n_lab = len(data.labelled()[0]) if data.has_labelled else 0
-    ranks = []
-    for comp, name, sub_cfg in parts_of:
-        res = run_method(name, data, sub_cfg)
-        parts = [a for a in (res.labelled_scores if n_lab else None, res.test_scores) if a is not None]
-        r = rankdata(np.concatenate(parts)) / sum(len(p) for p in parts)
-        ranks.append(r)
-        result.variants[comp] = Signal(res.labelled_scores if n_lab else None, res.test_scores)
-        result.trained_on.update({f"{comp}: {k}": v for k, v in res.trained_on.items()})
-        if res.neighbours is not None and result.neighbours is None:
-            result.neighbours = res.neighbours
-    mean = np.mean(ranks, axis=0)
-    if n_lab:
-        result.labelled_scores = mean[:n_lab]
-    if data.real_unknown is not None:
-        result.test_scores = mean[n_lab:]
-    result.notes.append(f"mean rank of {', '.join(comp for comp, _, _ in parts_of)}")
-    return result
+    Settings = EnsembleOptions
+
+    def __init__(self, cfg: MethodConfig):
+        from . import make_method
+
+        super().__init__(cfg)
+        self.components = [(written, make_method(name, sub_cfg)) for written, name, sub_cfg in components(cfg)]
+
+    def run(self, audit: AuditContext) -> MethodResult:
+        result = MethodResult(test_scores=None)
+        n_lab = len(audit.y) if audit.data.has_labelled else 0
+        ranks = []
+        for written, method in self.components:
+            res = method.run(audit)
+            parts = [a for a in (res.labelled_scores if n_lab else None, res.test_scores) if a is not None]
+            ranks.append(rankdata(np.concatenate(parts)) / sum(len(p) for p in parts))
+            result.variants[written] = Signal(res.labelled_scores if n_lab else None, res.test_scores)
+            result.trained_on.update({f"{written}: {k}": v for k, v in res.trained_on.items()})
+            if res.neighbours is not None and result.neighbours is None:
+                result.neighbours = res.neighbours
+        mean = np.mean(ranks, axis=0)
+        if n_lab:
+            result.labelled_scores = mean[:n_lab]
+        if audit.data.real_unknown is not None:
+            result.test_scores = mean[n_lab:]
+        result.notes.append(f"mean rank of {', '.join(written for written, _ in self.components)}")
+        return result

@@ -24,7 +24,7 @@ Recipe (`seed-ae-kmeans`, `seed-ae-gmm`, `seed-ae-spectral`)
    memberships m (GMM posterior, normalised spectral affinities, KMeans isotropic-Gaussian
    responsibilities), i.e. each cluster's used-share is its score, softened by membership.
 5. Honesty: the mapping reads labels, so the labelled reals' scores are out-of-fold — for each CV
-   fold (`labelled_folds`) the mapping is decided from the other folds' labels only. Test scores use
+   fold (the audit's folds) the mapping is decided from the other folds' labels only. Test scores use
    the mapping from all labelled reals.
 
 The other two algorithms are computed on the same features and reported as variants (cheap next to
@@ -41,8 +41,8 @@ from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..options import Options, option
-from .base import MethodResult, Signal, labelled_folds
-from .nearest import embed
+from .base import Method, MethodResult, Signal
+from .context import AuditContext, as_context
 
 ALGORITHMS = ("kmeans", "gmm", "spectral")
 DEFAULT_FEATURES = "conv-res-ae"
@@ -217,29 +217,27 @@ def clustered_space_options(cfg: MethodConfig) -> list:
     return feature_space_options(ClusterOptions.read(cfg.options).features)
 
 
-def _features(data: AuditData, cfg: MethodConfig):
+def _features(audit: AuditContext, cfg: MethodConfig):
     space = ClusterOptions.read(cfg.options).features
-    sub = replace(cfg, feature_space=space)
-    syn, lab, test, _, record = embed(data, sub, need_synthetic=not data.has_labelled)
-    parts = [a for a in (lab, test) if a is not None]
-    reals = np.concatenate(parts).astype(np.float64)
-    return space, reals, (None if syn is None else syn.astype(np.float64)), record
+    emb = audit.embedding(replace(cfg, feature_space=space), need_synthetic=not audit.data.has_labelled)
+    syn = None if emb.synthetic is None else emb.synthetic.astype(np.float64)
+    return space, emb.reals.astype(np.float64), syn, dict(emb.trained_on)
 
 
 # ----------------------------------------------------------------------------- method
 
 
-def _signal(cl: Clustering, x: np.ndarray, s: np.ndarray | None, data: AuditData, cfg: MethodConfig,
+def _signal(cl: Clustering, x: np.ndarray, s: np.ndarray | None, audit: AuditContext, cfg: MethodConfig,
             n_lab: int) -> tuple[Signal, np.ndarray]:
     """Out-of-fold labelled scores and test scores for one clustering; returns the test-time values."""
     test_rows = np.arange(n_lab, len(x))
-    if not data.has_labelled:
+    if not audit.data.has_labelled:
         values = synthetic_proximity(x, cl.assign, s, cl.k)
         return Signal(None, cluster_scores(cl, test_rows, values)), values
-    _, y = data.labelled()
+    y = audit.y
     lab_assign = cl.assign[:n_lab]
     oof = np.zeros(n_lab)
-    for train_idx, val_idx in labelled_folds(data, cfg):
+    for train_idx, val_idx in audit.folds(cfg):
         oof[val_idx] = cluster_scores(cl, val_idx, used_shares(lab_assign[train_idx], y[train_idx], cl.k))
     values = used_shares(lab_assign, y, cl.k)
     test = cluster_scores(cl, test_rows, values) if len(test_rows) else None
@@ -254,12 +252,14 @@ def _describe(name: str, cl: Clustering, values: np.ndarray, labelled: bool) -> 
     return f"{name}: cluster sizes {sizes}; {what} per cluster [{vals}]{used}"
 
 
-def run_clustering(data: AuditData, cfg: MethodConfig, main: str) -> MethodResult:
+def run_clustering(audit: AuditContext | AuditData, cfg: MethodConfig, main: str) -> MethodResult:
+    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
+    data = audit.data
     if main not in CLUSTERERS:
         raise SynthleakError(f"unknown clustering algorithm {main!r} (choose from {', '.join(ALGORITHMS)})")
     if data.real_unknown is None and not data.has_labelled:
         raise SynthleakError("clustering needs real images to classify (real_unknown/ or labelled reals)")
-    space, reals, syn, record = _features(data, cfg)
+    space, reals, syn, record = _features(audit, cfg)
     k = int(cfg.clusters)
     if k < 2 or k > len(reals):
         raise SynthleakError(f"--clusters {k}: must be between 2 and the number of real images ({len(reals)})")
@@ -269,7 +269,7 @@ def run_clustering(data: AuditData, cfg: MethodConfig, main: str) -> MethodResul
     result = MethodResult(test_scores=None, trained_on=record)
     for name in names:
         cl = CLUSTERERS[name](x, k, cfg)
-        signal, values = _signal(cl, x, s, data, cfg, n_lab)
+        signal, values = _signal(cl, x, s, audit, cfg, n_lab)
         if name == main:
             result.test_scores, result.labelled_scores = signal.test, signal.labelled
         else:
@@ -283,13 +283,23 @@ def run_clustering(data: AuditData, cfg: MethodConfig, main: str) -> MethodResul
     return result
 
 
-def run_kmeans(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    return run_clustering(data, cfg, "kmeans")
+class SeedAEClustering(Method):
+    """Paper method 2: cluster the reals in an encoder's feature space, map clusters to used / not used."""
+
+    Settings = ClusterOptions
+    algorithm = "kmeans"
+
+    def run(self, audit: AuditContext) -> MethodResult:
+        return run_clustering(audit, self.cfg, self.algorithm)
 
 
-def run_gmm(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    return run_clustering(data, cfg, "gmm")
+class SeedAEKMeans(SeedAEClustering):
+    algorithm = "kmeans"
 
 
-def run_spectral(data: AuditData, cfg: MethodConfig) -> MethodResult:
-    return run_clustering(data, cfg, "spectral")
+class SeedAEGMM(SeedAEClustering):
+    algorithm = "gmm"
+
+
+class SeedAESpectral(SeedAEClustering):
+    algorithm = "spectral"

@@ -45,7 +45,9 @@ from ..features.dclgan import (CriticReadout, DCLGANSettings, PatchGANDiscrimina
                                activation_maps, dclgan_settings, read_critic, split_halves, train_or_load)
 from ..options import Options, option
 from ..runtime import log
-from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
+from ..features.embedding import training_synthetic
+from .base import Method, MethodResult, Signal, cross_fitted_classifier
+from .context import AuditContext, as_context
 
 SIGNALS = ("critic", "overlap", "features")
 DOMAINS = ("halves", "real_not_used")
@@ -367,7 +369,9 @@ def _check_options(cfg: MethodConfig) -> None:
     make_classifier(cfg)
 
 
-def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
+def run(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
+    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
+    data = audit.data
     settings = dclgan_settings(cfg)
     _check_options(cfg)
     domain = SeedDCLGANOptions.read(cfg.options).dclgan_domain
@@ -377,7 +381,7 @@ def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
         raise SynthleakError("--set dclgan_domain=real_not_used needs labelled reals (real_used/ and real_not_used/)")
     train_images, train_desc = training_synthetic(data, cfg)
     synthetic = data.synthetic(cfg.synthetic_pool).materialise()  # the critic reads every image several times
-    folds = labelled_folds(data, cfg) if data.has_labelled else None
+    folds = audit.folds(cfg) if data.has_labelled else None
     build = halves_signals if domain == "halves" else cross_fitted_signals
     signals, model_desc = build(data, cfg, settings, train_images, synthetic, folds)
 
@@ -409,3 +413,12 @@ def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
         result.notes.append("cross-fitted: labelled rows scored by the fold model that never saw them; "
                             "(c)'s training rows were seen by their critic, so (c) is honest but pessimistic")
     return result
+
+
+class SeedDCLGAN(Method):
+    """Paper method 4: DCLGAN critic output, activation overlap and critic features, chosen by CV."""
+
+    Settings = SeedDCLGANOptions
+
+    def run(self, audit: AuditContext) -> MethodResult:
+        return run(audit, self.cfg)

@@ -22,14 +22,16 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
 from ..config import MethodConfig
-from ..data.images import ImageSet
 from ..data.layout import AuditData
+from ..data.images import ImageSet
 from ..errors import SynthleakError
 from ..features.radiomics import RadiomicsExtractor
 from ..features.resnet_ae import ResNetAEExtractor
 from ..runtime import log
 from ..options import Options, option
-from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
+from ..features.embedding import training_synthetic
+from .base import Method, MethodResult, Signal, cross_fitted_classifier
+from .context import AuditContext, as_context
 
 #: meta-signal columns that precede the raw features in the classifier's input
 META_COLUMNS = ("recon_error", "min_cosine_distance")
@@ -250,7 +252,9 @@ class SignalSpace:
 VARIANT_NAMES = {"recon": "recon-error", "cosine": "min-cosine-distance", "mahalanobis": "mahalanobis-radiomics"}
 
 
-def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
+def run(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
+    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
+    data = audit.data
     k, keep_raw, fallback, n_trees = _options(cfg)
     train_images, train_desc = training_synthetic(data, cfg)
     # The reference distribution uses every image of the same pool; --max-train-images only caps
@@ -280,7 +284,7 @@ def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
                             f"signal (--set fallback=cosine|recon|mahalanobis)")
         return result
 
-    folds = labelled_folds(data, cfg)
+    folds = audit.folds(cfg)
     fitted = fit_meta_classifier(x_lab, y, x_test, space.synthetic_raw, folds, k=k, keep_raw=keep_raw,
                                  seed=cfg.seed, n_trees=n_trees)
     result.labelled_scores, result.test_scores = fitted.labelled, fitted.test
@@ -296,3 +300,12 @@ def run(data: AuditData, cfg: MethodConfig) -> MethodResult:
     inputs = "meta-signals + raw features" if keep_raw else "meta-signals (recon, cosine, Mahalanobis)"
     result.notes.append(f"Random Forest ({n_trees} trees) on {inputs}; score = P(used)")
     return result
+
+
+class SeedResNetRadiomics(Method):
+    """Paper method 3: ResNet autoencoder latent + radiomics, meta-signals, Random Forest."""
+
+    Settings = SeedResNetRadiomicsOptions
+
+    def run(self, audit: AuditContext) -> MethodResult:
+        return run(audit, self.cfg)

@@ -28,7 +28,9 @@ from ..decide import cv_folds
 from ..errors import SynthleakError
 from ..features.vit_ae import ViTAEExtractor
 from ..options import Options, option
-from .base import MethodResult, Signal, cross_fitted_classifier, labelled_folds, training_synthetic
+from ..features.embedding import training_synthetic
+from .base import Method, MethodResult, Signal, cross_fitted_classifier
+from .context import AuditContext, as_context
 
 LOGREG_C = (0.01, 0.1, 1.0)
 INNER_FOLDS = 3
@@ -104,13 +106,14 @@ def _recon_signals(extractor: ViTAEExtractor, data: AuditData, sign: float) -> t
     return signed(sign), signed(-sign)
 
 
-def _classifier_signals(extractor: ViTAEExtractor, data: AuditData, cfg: MethodConfig
+def _classifier_signals(extractor: ViTAEExtractor, audit: AuditContext, cfg: MethodConfig
                         ) -> tuple[dict[str, Signal], list[str], dict]:
     """Nested-CV chosen classifier plus each candidate family alone, all cross-fitted."""
+    data = audit.data
     images, y = data.labelled()
     x_lab = extractor.extract(images)
     x_test = extractor.extract(data.real_unknown) if data.real_unknown is not None else None
-    folds = labelled_folds(data, cfg)
+    folds = audit.folds(cfg)
     inner = _inner_folds(y, len(folds))
     trees = SeedViTAEOptions.read(cfg.options).rf_trees
     if trees < 1:
@@ -152,14 +155,16 @@ def _recon_sign(cfg: MethodConfig) -> float:
     return -1.0 if sign == "lower" else 1.0
 
 
-def run_classifier(data: AuditData, cfg: MethodConfig) -> MethodResult:
+def run_classifier(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
     """seed-vit-ae: P(used) from a CV-chosen classifier on the ViT autoencoder's latent features."""
+    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
+    data = audit.data
     if not data.has_labelled:
         raise SynthleakError("seed-vit-ae needs labelled reals (real_used/ and real_not_used/); "
                              "use seed-vit-ae-recon without them")
     sign = _recon_sign(cfg)  # option errors before any training
     extractor, trained_on = _train(data, cfg)
-    signals, notes, clf_record = _classifier_signals(extractor, data, cfg)
+    signals, notes, clf_record = _classifier_signals(extractor, audit, cfg)
     recon, opposite = _recon_signals(extractor, data, sign)
     main = signals.pop("classifier")
     result = MethodResult(test_scores=main.test, labelled_scores=main.labelled,
@@ -169,8 +174,10 @@ def run_classifier(data: AuditData, cfg: MethodConfig) -> MethodResult:
     return result
 
 
-def run_recon(data: AuditData, cfg: MethodConfig) -> MethodResult:
+def run_recon(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
     """seed-vit-ae-recon: minus the reconstruction error (lower error = used; fixed, not fitted)."""
+    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
+    data = audit.data
     sign = _recon_sign(cfg)  # option errors before any training
     extractor, trained_on = _train(data, cfg)
     recon, opposite = _recon_signals(extractor, data, sign)
@@ -179,7 +186,7 @@ def run_recon(data: AuditData, cfg: MethodConfig) -> MethodResult:
     result.notes.append("score = " + ("minus " if sign < 0 else "") + "per-image reconstruction MSE "
                         f"({'lower' if sign < 0 else 'higher'} error = used; sign fixed, not fitted)")
     if data.has_labelled:
-        signals, notes, clf_record = _classifier_signals(extractor, data, cfg)
+        signals, notes, clf_record = _classifier_signals(extractor, audit, cfg)
         result.variants.update(signals)
         result.trained_on.update(clf_record)
         result.notes += notes
@@ -192,3 +199,21 @@ def _loss_note(extractor: ViTAEExtractor) -> str:
     if not losses:
         return f"vit autoencoder: {extractor.record.get('epochs', 0)} epoch(s) (no training loss recorded)"
     return f"vit autoencoder: {len(losses)} epoch(s), final training MSE {losses[-1]:.5f}"
+
+
+class SeedViTAEClassifier(Method):
+    """Paper method 1: a CV-chosen classifier on the ViT autoencoder's latent features."""
+
+    Settings = SeedViTAEOptions
+
+    def run(self, audit: AuditContext) -> MethodResult:
+        return run_classifier(audit, self.cfg)
+
+
+class SeedViTAERecon(Method):
+    """Paper method 1: the ViT autoencoder's reconstruction error."""
+
+    Settings = SeedViTAEOptions
+
+    def run(self, audit: AuditContext) -> MethodResult:
+        return run_recon(audit, self.cfg)
