@@ -124,11 +124,15 @@ class Reference:
     #: the synthetic images' features (None for methods that never look at them) and their neighbour index
     synthetic: np.ndarray | None
     synthetic_index: NeighbourIndex | None
-    #: every real image, labelled then test, labels unused (what a transductive score may compare with)
+    #: every real image, labelled then test, labels unused (what a transductive score may compare with), and
+    #: how many of its first rows are the labelled reals
     reals: np.ndarray
-    #: labelled reals the method may learn from, with their labels (methods that use labels)
+    n_labelled: int = 0
+    #: labelled reals the method may learn from, with their labels and their rows in `reals` (methods that use
+    #: labels)
     labelled: np.ndarray | None = None
     y: np.ndarray | None = None
+    labelled_rows: np.ndarray | None = None
     #: which fit this is: the i-th fold's training part (scores that fold), or len(folds) for every labelled
     #: real (scores the test reals); seeds a method's random subsets so that each fit draws its own
     fold: int = 0
@@ -190,16 +194,18 @@ class ScoringMethod(Method):
         test_rows = np.arange(n_lab, len(reals))
         labelled = None
         if not self.reference_classes:
-            self.fit(Reference(emb.synthetic, index, reals))
+            self.fit(Reference(emb.synthetic, index, reals, n_lab))
             labelled = self.score(emb.labelled, np.arange(n_lab)).values if n_lab else None
         else:
             y, folds = audit.y, audit.folds(self.cfg)
             size = fold_reference_size(y, folds, self.reference_classes)
             labelled = np.empty(n_lab)
             for i, (train, val) in enumerate(folds):
-                self.fit(Reference(emb.synthetic, index, reals, emb.labelled[train], y[train], i, len(folds), size))
+                self.fit(Reference(emb.synthetic, index, reals, n_lab, emb.labelled[train], y[train], train, i,
+                                   len(folds), size))
                 labelled[val] = self.score(emb.labelled[val], val).values
-            self.fit(Reference(emb.synthetic, index, reals, emb.labelled, y, len(folds), len(folds), size))
+            self.fit(Reference(emb.synthetic, index, reals, n_lab, emb.labelled, y, np.arange(n_lab), len(folds),
+                               len(folds), size))
         test = self.score(emb.test, test_rows) if emb.test is not None else None
         result = MethodResult(test_scores=test.values if test else None, labelled_scores=labelled,
                               trained_on=dict(emb.trained_on), real_features=reals if self.reports_features else None,

@@ -179,15 +179,15 @@ class Domias(ScoringMethod):
 
     def fit(self, reference: Reference) -> "Domias":
         if getattr(self, "_synthetic", None) is not reference.synthetic:
-            self._fit_synthetic(reference.synthetic, reference.reals)
+            self._fit_synthetic(reference.synthetic, reference.reals, reference.n_labelled)
         if self.reference_classes:
-            self.non_members = self.pca.transform(reference.labelled[reference.y == 0])
+            self.non_members = self.projected[reference.labelled_rows[reference.y == 0]]
             self.size = reference.reference_size
             _check_reference_size(self.size, self.n_comp)
             self.rng = np.random.default_rng([self.cfg.seed, reference.fold])
         return self
 
-    def _fit_synthetic(self, syn: np.ndarray, reals: np.ndarray) -> None:
+    def _fit_synthetic(self, syn: np.ndarray, reals: np.ndarray, n_labelled: int) -> None:
         """PCA and synthetic KDE (the same for every fold); without labels, the reals' leave-one-out density."""
         seed = self.cfg.seed
         self._synthetic = syn
@@ -195,7 +195,11 @@ class Domias(ScoringMethod):
         self.pca = PCA(self.n_comp, random_state=seed).fit(_pca_fit_rows(syn, seed))
         self.synthetic_kde = gaussian_kde(_project(self.pca, syn).T)
         self.n_synthetic = len(syn)
-        projected = self.pca.transform(reals)
+        # the labelled and the test reals projected apart, as before the method objects (the same rounding, so
+        # the same scores to the last bit)
+        projected = np.concatenate([self.pca.transform(part) for part in (reals[:n_labelled], reals[n_labelled:])
+                                    if len(part)])
+        self.projected = projected
         if len(projected) <= self.n_comp + 1:
             raise SynthleakError(f"domias needs more than {self.n_comp + 1} real images for its reference density")
         if not self.reference_classes:
@@ -206,7 +210,7 @@ class Domias(ScoringMethod):
                  for i in range(len(projected))])
 
     def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
-        projected = self.pca.transform(features)
+        projected = self.projected[positions]
         if self.reference_classes:
             reference = _subsampled_log_density(self.non_members, projected, self.size, self.rng)
         else:
