@@ -1,0 +1,116 @@
+"""The method layer's shape (issue 22): method objects, the audit context that owns folds and embeddings,
+cross-fitting done once in ScoringMethod.run, calibration as a wrapper and the ensemble as a composite."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthleak.calibration import Calibration
+from synthleak.config import MethodConfig
+from synthleak.errors import SynthleakError
+from synthleak.methods import Calibrated, make_method, run_method
+from synthleak.methods.base import Reference, Scores, ScoringMethod
+from synthleak.methods.context import AuditContext, labelled_folds
+from synthleak.methods.ensemble import Ensemble
+from synthleak.methods.nearest import Nearest, NearestCalibrated
+from synthleak.pipeline import run_audit
+
+from test_nearest import _toy
+
+CFG = dict(cache_dir="none", quiet=True)
+
+
+class Spy(ScoringMethod):
+    """A method that learns from labels and records every fit: score = its fold index (to see who scored what)."""
+
+    @property
+    def reference_classes(self):
+        return (0, 1)
+
+    def fit(self, reference: Reference) -> "Spy":
+        self.fits = getattr(self, "fits", []) + [reference]
+        return self
+
+    def score(self, features, positions) -> Scores:
+        reference = self.fits[-1]
+        # a row is never scored by a fit that learned from its own label
+        assert reference.labelled_rows is not None
+        assert not set(positions.tolist()) & set(reference.labelled_rows.tolist())
+        assert np.array_equal(features, reference.reals[positions])
+        return Scores(np.full(len(positions), float(reference.fold)))
+
+
+def test_scoring_method_cross_fits_on_the_audits_folds():
+    data = _toy()
+    audit = AuditContext(data, MethodConfig(**CFG))
+    method = Spy(MethodConfig(**CFG, feature_space="pixels32"))
+    result = method.run(audit)
+    folds = audit.folds()
+    assert len(method.fits) == len(folds) + 1
+    for i, (train, val) in enumerate(folds):
+        assert np.array_equal(method.fits[i].labelled_rows, train)
+        assert np.all(result.labelled_scores[val] == i)  # each fold scored by the fit on the other folds
+        assert not method.fits[i].final
+    last = method.fits[-1]
+    assert last.final and len(last.y) == len(data.labelled()[1])
+    assert np.all(result.test_scores == len(folds))  # test reals: the fit on every labelled real
+
+
+def test_the_audit_computes_folds_and_each_embedding_once(monkeypatch):
+    import synthleak.methods.context as context
+
+    calls = []
+    real_embed = context.embed
+    monkeypatch.setattr(context, "embed", lambda data, cfg, need: calls.append((cfg.feature_space, need))
+                        or real_embed(data, cfg, need))
+    fold_calls = []
+    real_folds = context.labelled_folds
+    monkeypatch.setattr(context, "labelled_folds", lambda data, cfg: fold_calls.append(1) or real_folds(data, cfg))
+    report = run_audit(_toy(n=40), methods="nearest,nearest-local,density-ratio,nearest-calibrated,ensemble",
+                       cfg=MethodConfig(**CFG), check_control=False)
+    assert all(m.error is None for m in report.methods)
+    # one pixels embedding for five methods (the ensemble's components included); the default recipe (run for the
+    # verdict) embeds at its own measured side and the verdict reuses that one
+    assert calls.count(("pixels", True)) == 2 and len(calls) == 2
+    assert len(fold_calls) == 1
+
+
+def test_folds_are_the_documented_ones():
+    data = _toy()
+    cfg = MethodConfig(**CFG, n_folds=4, seed=3)
+    folds = AuditContext(data, cfg).folds()
+    for (a_train, a_val), (b_train, b_val) in zip(folds, labelled_folds(data, cfg)):
+        assert np.array_equal(a_train, b_train) and np.array_equal(a_val, b_val)
+
+
+def test_calibration_is_a_wrapper_method():
+    data = _toy(n=40)
+    cfg = MethodConfig(**CFG, calibrate_k=5)
+    wrapped = make_method("nearest+neighbours", cfg)
+    assert isinstance(wrapped, Calibrated) and isinstance(wrapped.method, Nearest)
+    raw = run_method("nearest", data, cfg)
+    calibrated = wrapped.run(AuditContext(data, cfg))
+    expected = Calibration("neighbours", k=5).apply(np.r_[raw.labelled_scores, raw.test_scores], raw.real_features)
+    assert np.allclose(np.r_[calibrated.labelled_scores, calibrated.test_scores], expected)
+    assert calibrated.calibration == "neighbours"
+    assert isinstance(make_method("nearest", cfg), Nearest)  # no wrapper without a calibration
+
+
+def test_ensemble_is_a_composite_of_method_objects():
+    cfg = MethodConfig(**CFG, options={"ensemble": "nearest,nearest-calibrated+neighbours@pixels32"})
+    ensemble = make_method("ensemble", cfg)
+    assert isinstance(ensemble, Ensemble)
+    (first, a), (second, b) = ensemble.components
+    assert (first, second) == ("nearest", "nearest-calibrated+neighbours@pixels32")
+    assert isinstance(a, Nearest) and isinstance(b, Calibrated) and isinstance(b.method, NearestCalibrated)
+    assert b.cfg.feature_space == "pixels32"
+    result = ensemble.run(AuditContext(_toy(n=40), cfg))
+    assert set(result.variants) == {first, second}
+
+
+def test_settings_are_read_and_checked_when_the_method_is_built():
+    assert make_method("nearest", MethodConfig(**CFG, options={"k": "3"})).settings.k == 3
+    with pytest.raises(SynthleakError, match="k"):
+        make_method("nearest", MethodConfig(**CFG, options={"k": "0"}))
+    with pytest.raises(SynthleakError, match="domias_reference"):
+        make_method("domias", MethodConfig(**CFG, options={"domias_reference": "x"}))
