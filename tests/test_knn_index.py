@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from synthleak.attacks import knn
-from synthleak.attacks.knn import NeighbourIndex, search_context
+from synthleak.attacks.knn import NeighbourIndex, SearchLog
 
 
 def _brute(q: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,19 +69,21 @@ def test_memory_mapped_database_is_read_in_blocks(tmp_path, tiny_blocks):
     np.testing.assert_array_equal(d, d2)
 
 
-def test_search_context_records_searches():
+def test_search_log_records_searches():
     rng = np.random.default_rng(3)
     db, q = rng.normal(size=(100, 8)), rng.normal(size=(10, 8))
-    with search_context("exact") as ctx:
-        index = NeighbourIndex(db)
-        index.search(q, 1)
-        index.search(q, 2)
+    ctx = SearchLog("exact")
+    index = ctx.index(db)
+    index.search(q, 1)
+    index.search(q, 2)
+    NeighbourIndex(db).search(q, 1)  # built directly: not recorded
     summary = ctx.summary()
     assert len(summary) == 1 and summary[0]["searches"] == 2 and summary[0]["queries"] == 20
     assert summary[0]["mode"] == "exact" and summary[0]["rows"] == 100
     with pytest.raises(Exception, match="--search 'fast'"):
-        with search_context("fast"):
-            pass
+        SearchLog("fast")
+    with pytest.raises(Exception, match="--search 'fast'"):
+        NeighbourIndex(db, mode="fast")
 
 
 def _clusters(n: int, d: int = 32, seed: int = 4) -> np.ndarray:
@@ -93,8 +95,8 @@ def _clusters(n: int, d: int = 32, seed: int = 4) -> np.ndarray:
 def test_approximate_search_is_tuned_to_the_recall_and_recorded():
     """IVF with nprobe raised until the sampled recall is reached; the same inputs give the same index."""
     db, q = _clusters(6000), _clusters(300, seed=5)
-    with search_context("approx") as ctx:
-        d, i = NeighbourIndex(db).search(q, 5)
+    ctx = SearchLog("approx")
+    d, i = ctx.index(db).search(q, 5)
     (record,) = ctx.records
     assert record["mode"] == "approx" and record["index"] == "faiss-ivf-sq8" and 1 <= record["nprobe"] <= record["nlist"]
     assert record["recall"] >= knn.RECALL_WARN and record["recall_sample"] == 200
@@ -114,12 +116,12 @@ def test_low_recall_warns(monkeypatch):
 
 def test_auto_searches_exactly_unless_rows_and_queries_are_many(monkeypatch):
     db, q = _clusters(3000), _clusters(50, seed=7)
-    with search_context("auto") as ctx:
-        NeighbourIndex(db).search(q, 1)
-        monkeypatch.setattr(knn, "APPROX_MIN_ROWS", 2000)
-        monkeypatch.setattr(knn, "APPROX_MIN_QUERIES", 40)
-        NeighbourIndex(db).search(q, 1)
-        NeighbourIndex(db[:500]).search(q, 1)  # below the floor: always exact
+    ctx = SearchLog("auto")
+    ctx.index(db).search(q, 1)
+    monkeypatch.setattr(knn, "APPROX_MIN_ROWS", 2000)
+    monkeypatch.setattr(knn, "APPROX_MIN_QUERIES", 40)
+    ctx.index(db).search(q, 1)
+    ctx.index(db[:500]).search(q, 1)  # below the floor: always exact
     assert [r["mode"] for r in ctx.records] == ["exact", "approx", "exact"]
 
 
@@ -154,17 +156,17 @@ def test_one_approximate_index_serves_every_search_over_a_store(tmp_path, monkey
     db, q = _clusters(3000), _clusters(300, seed=9)
     np.save(tmp_path / "store.npy", db)
     store = lambda: np.load(tmp_path / "store.npy", mmap_mode="r")  # noqa: E731 - a fresh map each time
-    with search_context("approx") as ctx:
-        first = NeighbourIndex(store()).search(q, 3)
-        second = NeighbourIndex(store()).search(q, 3)
-        NeighbourIndex(db).search(q, 3)
-        NeighbourIndex(db).search(q, 3)
+    ctx = SearchLog("approx")
+    first = ctx.index(store()).search(q, 3)
+    second = ctx.index(store()).search(q, 3)
+    ctx.index(db).search(q, 3)
+    ctx.index(db).search(q, 3)
     assert built == [3000, 3000, 3000]
     assert [r["index_reused"] for r in ctx.records] == [False, True, False, False]
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     np.save(tmp_path / "store.npy", db[:2500])  # rewritten store: new identity
-    with search_context("approx"):
-        NeighbourIndex(store()).search(q, 3)
-        NeighbourIndex(store()[:2000]).search(q, 3)  # a slice of it is another database
+    ctx = SearchLog("approx")
+    ctx.index(store()).search(q, 3)
+    ctx.index(store()[:2000]).search(q, 3)  # a slice of it is another database
     assert built == [3000, 3000, 3000, 2500, 2000]

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .attacks.knn import IndexFactory, NeighbourIndex
 from .errors import SynthleakError
 
 CALIBRATIONS = ("none", "neighbours", "clusters", "non-members")
@@ -69,7 +70,8 @@ class Calibration:
             return "minus the mean score of its nearest labelled non-members (other folds' for labelled reals)"
         return "none"
 
-    def apply(self, scores: np.ndarray, features: np.ndarray, seed: int = 0) -> np.ndarray:
+    def apply(self, scores: np.ndarray, features: np.ndarray, seed: int = 0, index: IndexFactory = NeighbourIndex
+              ) -> np.ndarray:
         """Calibrated scores for every real image (labelled and test pooled, labels unused)."""
         scores = np.asarray(scores, dtype=np.float64)
         features = np.asarray(features, dtype=np.float32)
@@ -82,18 +84,17 @@ class Calibration:
         if len(scores) < 3:
             raise SynthleakError(f"difficulty calibration needs at least 3 real images, got {len(scores)}")
         if self.mode == "neighbours":
-            return scores - neighbour_reference(scores, features, self.k)
+            return scores - neighbour_reference(scores, features, self.k, index)
         return scores - cluster_reference(scores, features, self.cluster_size, seed)
 
 
-    def apply_with_labels(self, scores: np.ndarray, features: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
+    def apply_with_labels(self, scores: np.ndarray, features: np.ndarray, y: np.ndarray, folds,
+                          index: IndexFactory = NeighbourIndex) -> np.ndarray:
         """`non-members` mode: scores of the labelled rows (first len(y)) then the test rows.
 
         Labelled rows are compared with the other folds' non-members only; test rows with all of
         them. k is capped at half the smallest reference, so every row averages as many neighbours.
         """
-        from .attacks.knn import NeighbourIndex
-
         scores = np.asarray(scores, dtype=np.float64)
         features = np.asarray(features, dtype=np.float32)
         n_lab = len(y)
@@ -106,24 +107,24 @@ class Calibration:
         for pool, rows in zip(pools, targets):
             if len(rows) == 0:
                 continue
-            _, idx = NeighbourIndex(features[pool]).search(features[rows], k)
+            _, idx = index(features[pool]).search(features[rows], k)
             out[rows] = scores[rows] - scores[pool][idx].mean(1)
         return out
 
 
-def neighbour_reference(scores: np.ndarray, features: np.ndarray, k: int) -> np.ndarray:
+def neighbour_reference(scores: np.ndarray, features: np.ndarray, k: int, index: IndexFactory = NeighbourIndex
+                        ) -> np.ndarray:
     """Mean score of each row's k nearest other rows (itself excluded, k capped at n - 1)."""
-    return scores[neighbour_rows(features, k)].mean(1)
+    return scores[neighbour_rows(features, k, index=index)].mean(1)
 
 
-def neighbour_rows(features: np.ndarray, k: int, idx: np.ndarray | None = None) -> np.ndarray:
+def neighbour_rows(features: np.ndarray, k: int, idx: np.ndarray | None = None, index: IndexFactory = NeighbourIndex
+                   ) -> np.ndarray:
     """[n, min(k, n - 1)]: each row's nearest other rows (one search serves every score calibrated on them).
     `idx`: the rows of a features-on-features search the caller already ran, with at least k + 1 columns."""
-    from .attacks.knn import NeighbourIndex
-
     k = min(k, len(features) - 1)
     if idx is None:
-        _, idx = NeighbourIndex(features).search(features, k + 1)
+        _, idx = index(features).search(features, k + 1)
     idx = idx[:, :k + 1]
     # drop the row itself wherever it appears (exact duplicates may come first in either order)
     own = idx == np.arange(len(features))[:, None]

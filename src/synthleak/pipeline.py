@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .attacks.knn import search_context
+from .attacks.knn import SearchLog
 from .config import MethodConfig
 from .data.layout import AuditData, discover
 from .data.runfile import atomic_write_text, check_writable, read_labels, run_text, scores_text
@@ -215,9 +215,9 @@ def run_one(name: str, audit: AuditContext, cfg: MethodConfig, rule: DecisionRul
     seed_everything(cfg.seed)
     start = time.perf_counter()
     try:
-        with search_context(cfg.search) as searches:
-            report.result = run_method(name, audit, cfg)
-        report.search = searches.summary()
+        audit.searches = SearchLog(cfg.search)
+        report.result = run_method(name, audit, cfg)
+        report.search = audit.searches.summary()
         report.seconds = time.perf_counter() - start
         _check_result(name, report.result, audit.data)
         _score(report, audit, cfg, y_test, n_boot)

@@ -18,17 +18,16 @@ its recall against exact search is measured on a sample of the queries every tim
 recorded, and warned about below RECALL_WARN. Searches over the same feature store (a file-backed
 database) share the last index built over it (`_approx_index_for`).
 
-`search_context(mode)` sets the mode for every index built inside it (the audit sets it per method
-from `--search`) and collects what each search did (`SearchContext.records`), for the run's JSON.
+A `SearchLog` carries the mode (`--search`) to the indexes it builds (`SearchLog.index`) and collects what
+each of their searches did, for the run's JSON; the audit context holds one per method run and hands its
+`index` factory to the methods. An index built directly searches in `mode` ("auto" by default), unlogged.
 """
 from __future__ import annotations
 
 import os
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,11 +57,18 @@ _U64 = float(np.finfo(np.float64).eps) / 2
 
 
 @dataclass
-class SearchContext:
-    """Search mode for the indexes built inside `search_context`, and what each search did."""
+class SearchLog:
+    """The search mode for the indexes it builds, and what each of their searches did."""
 
     mode: str = "auto"
     records: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_mode(self.mode)
+
+    def index(self, database: np.ndarray, backend: str = "auto") -> "NeighbourIndex":
+        """A neighbour index over `database` in this log's mode, its searches recorded here."""
+        return NeighbourIndex(database, backend, self.mode, log=self)
 
     def summary(self) -> list[dict]:
         """Records merged by (mode, index, rows, dims): counts and queries summed, worst recall kept."""
@@ -82,19 +88,13 @@ class SearchContext:
         return [r for r in self.records if r.get("recall", 1.0) < RECALL_WARN]
 
 
-_context: ContextVar[SearchContext | None] = ContextVar("synthleak_search_context", default=None)
+#: what builds a neighbour index over a database: NeighbourIndex itself, or a SearchLog's `index`
+IndexFactory = Callable[[np.ndarray], "NeighbourIndex"]
 
 
-@contextmanager
-def search_context(mode: str = "auto") -> Iterator[SearchContext]:
+def _check_mode(mode: str) -> None:
     if mode not in SEARCH_MODES:
         raise SynthleakError(f"--search {mode!r}: choose from {', '.join(SEARCH_MODES)}")
-    ctx = SearchContext(mode)
-    token = _context.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _context.reset(token)
 
 
 class NeighbourIndex:
@@ -102,10 +102,10 @@ class NeighbourIndex:
 
     `backend`: "auto" (the exact BLAS search above) or "faiss" (exact, FAISS's flat k-NN for the float32
     candidates).
-    `mode`: "exact", "approx" or "auto"; None takes the mode of the enclosing `search_context`.
+    `mode`: "exact", "approx" or "auto". `log`: where each search is recorded (see SearchLog.index).
     """
 
-    def __init__(self, database: np.ndarray, backend: str = "auto", mode: str | None = None):
+    def __init__(self, database: np.ndarray, backend: str = "auto", mode: str = "auto", log: SearchLog | None = None):
         if isinstance(database, np.memmap) and database.dtype == np.float32 and database.flags.c_contiguous:
             self.database = database  # read block by block from its file, never copied
         else:
@@ -115,10 +115,8 @@ class NeighbourIndex:
         if backend not in ("auto", "faiss"):
             raise ValueError(f"unknown neighbour-search backend {backend!r}")
         self.backend = backend
-        ctx = _context.get()
-        self.mode = mode or (ctx.mode if ctx is not None else "auto")
-        if self.mode not in SEARCH_MODES:
-            raise SynthleakError(f"--search {self.mode!r}: choose from {', '.join(SEARCH_MODES)}")
+        _check_mode(mode)
+        self.mode, self.log = mode, log
         self._approx: ApproxIndex | None = None
 
     def approximate(self, n_queries: int) -> bool:
@@ -149,9 +147,8 @@ class NeighbourIndex:
             parts = [self._exact(_chunk(queries, s), k) for s in range(0, len(queries), QUERY_CHUNK)]
             d, i = np.sqrt(np.concatenate([p[0] for p in parts])), np.concatenate([p[1] for p in parts])
         record["seconds"] = round(time.perf_counter() - start, 3)
-        ctx = _context.get()
-        if ctx is not None:
-            ctx.records.append(record)
+        if self.log is not None:
+            self.log.records.append(record)
         return d, i
 
     # --- exact -----------------------------------------------------------------------------------

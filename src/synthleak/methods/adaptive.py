@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..attacks.knn import NeighbourIndex
+from ..attacks.knn import IndexFactory, NeighbourIndex
 from ..calibration import Calibration, neighbour_rows
 from ..config import MethodConfig
 from ..data.layout import AuditData
@@ -71,8 +71,8 @@ def robust_scale(scores: np.ndarray) -> np.ndarray:
     return (scores - median) / max(q3 - q1, 1e-12)
 
 
-def candidate_scores(syn: np.ndarray, reals: np.ndarray, k_real: int, calibrate_k: int
-                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def candidate_scores(syn: np.ndarray, reals: np.ndarray, k_real: int, calibrate_k: int,
+                     index: IndexFactory = NeighbourIndex) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """{candidate: raw label-free score per real row}, and each real's 3 nearest synthetic rows.
 
     One search of the synthetic set serves both the nearest distance and the density ratio's numerator,
@@ -81,9 +81,9 @@ def candidate_scores(syn: np.ndarray, reals: np.ndarray, k_real: int, calibrate_
     real_search = None
     if len(reals) >= 3:  # (fewer: density_ratio_scores says so)
         columns = max(min(calibrate_k, len(reals) - 1), density_ratio_ranks(k_real, len(reals))[1]) + 1
-        real_search = NeighbourIndex(reals).search(reals, columns)
+        real_search = index(reals).search(reals, columns)
     ratio, neighbours, _, nearest_distance = density_ratio_scores(
-        syn, reals, k_real, real_distances=real_search[0] if real_search else None)
+        syn, reals, k_real, real_distances=real_search[0] if real_search else None, index=index)
     nearest = -nearest_distance
     # the same reals-on-reals neighbourhoods calibrate every candidate (as Calibration.apply does each)
     rows = neighbour_rows(reals, calibrate_k, idx=real_search[1])
@@ -219,7 +219,7 @@ def run_adaptive(audit: AuditContext, cfg: MethodConfig, opts: AdaptiveOptions) 
     space_cfg = replace(cfg, feature_space="pixels", options={**cfg.options, "pixel_side": str(side)})
     embedding = audit.embedding(space_cfg)
     syn, lab, test, reals = embedding.synthetic, embedding.labelled, embedding.test, embedding.reals
-    raw, neighbours = candidate_scores(syn, reals, opts.k_real, cfg.calibrate_k)
+    raw, neighbours = candidate_scores(syn, reals, opts.k_real, cfg.calibrate_k, audit.index)
     scaled = {name: robust_scale(s) for name, s in raw.items()}
     n_lab = len(lab) if lab is not None else 0
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
-from ..attacks.knn import NeighbourIndex
+from ..attacks.knn import IndexFactory, NeighbourIndex
 from ..config import MethodConfig
 from ..errors import SynthleakError
 from ..features.embedding import Embedding
@@ -140,6 +140,8 @@ class Reference:
     #: reference rows per class that every fold's training part can offer (a common size for every fit, so
     #: that labelled and test scores share one scale; see nearest.reference_distance)
     reference_size: int = 0
+    #: builds the neighbour indexes a method searches (the run's search mode; searches recorded)
+    index: IndexFactory = NeighbourIndex
 
     @property
     def final(self) -> bool:
@@ -189,12 +191,12 @@ class ScoringMethod(Method):
     def run(self, audit: AuditContext) -> MethodResult:
         emb = audit.embedding(self.cfg, self.needs_synthetic)
         reals = emb.reals
-        index = NeighbourIndex(emb.synthetic) if emb.synthetic is not None else None
+        index = audit.index(emb.synthetic) if emb.synthetic is not None else None
         n_lab = emb.n_labelled
         test_rows = np.arange(n_lab, len(reals))
         labelled = None
         if not self.reference_classes:
-            self.fit(Reference(emb.synthetic, index, reals, n_lab))
+            self.fit(Reference(emb.synthetic, index, reals, n_lab, index=audit.index))
             labelled = self.score(emb.labelled, np.arange(n_lab)).values if n_lab else None
         else:
             y, folds = audit.y, audit.folds(self.cfg)
@@ -202,10 +204,10 @@ class ScoringMethod(Method):
             labelled = np.empty(n_lab)
             for i, (train, val) in enumerate(folds):
                 self.fit(Reference(emb.synthetic, index, reals, n_lab, emb.labelled[train], y[train], train, i,
-                                   len(folds), size))
+                                   len(folds), size, audit.index))
                 labelled[val] = self.score(emb.labelled[val], val).values
             self.fit(Reference(emb.synthetic, index, reals, n_lab, emb.labelled, y, np.arange(n_lab), len(folds),
-                               len(folds), size))
+                               len(folds), size, audit.index))
         test = self.score(emb.test, test_rows) if emb.test is not None else None
         result = MethodResult(test_scores=test.values if test else None, labelled_scores=labelled,
                               trained_on=dict(emb.trained_on), real_features=reals if self.reports_features else None,

@@ -44,9 +44,9 @@ class Calibrated(Method):
         if self.calibration.mode == "non-members":
             if result.labelled_scores is None:
                 raise SynthleakError("--calibrate non-members needs labelled reals (real_used/ and real_not_used/)")
-            scores = self.calibration.apply_with_labels(scores, features, audit.y, audit.folds(self.cfg))
+            scores = self.calibration.apply_with_labels(scores, features, audit.y, audit.folds(self.cfg), audit.index)
         else:
-            scores = self.calibration.apply(scores, features, self.cfg.seed)
+            scores = self.calibration.apply(scores, features, self.cfg.seed, audit.index)
         n_lab = len(result.labelled_scores) if result.labelled_scores is not None else 0
         if result.labelled_scores is not None:
             result.labelled_scores = scores[:n_lab]

@@ -11,6 +11,7 @@ from dataclasses import fields
 
 import numpy as np
 
+from ..attacks.knn import NeighbourIndex, SearchLog
 from ..config import MethodConfig
 from ..data.layout import AuditData
 from ..decide import cv_folds
@@ -29,6 +30,13 @@ class AuditContext:
         self.cfg = cfg or MethodConfig()
         self._folds: dict[tuple[int, int], list] = {}
         self._embeddings: dict[tuple, Embedding] = {}
+        #: the `--search` mode and the record of the searches of the method running now (the pipeline starts a
+        #: fresh log per method)
+        self.searches = SearchLog(self.cfg.search)
+
+    def index(self, database: np.ndarray) -> NeighbourIndex:
+        """A neighour index in the run's search mode, its searches recorded in the current log."""
+        return self.searches.index(database)
 
     @property
     def y(self) -> np.ndarray:

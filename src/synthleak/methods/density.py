@@ -27,7 +27,7 @@ import numpy as np
 from scipy.stats import gaussian_kde
 from sklearn.decomposition import PCA
 
-from ..attacks.knn import NeighbourIndex
+from ..attacks.knn import IndexFactory, NeighbourIndex
 from ..errors import SynthleakError
 from ..features.embedding import Embedding
 from ..options import Options, option
@@ -99,7 +99,7 @@ def density_ratio_ranks(k_real: int, n_reals: int) -> tuple[int, int]:
 
 
 def density_ratio_scores(syn: np.ndarray, reals: np.ndarray, k_real: int = 20, k_syn: int = 1,
-                         real_distances: np.ndarray | None = None
+                         real_distances: np.ndarray | None = None, index: IndexFactory = NeighbourIndex
                          ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:
     """(scores, indices of each real's 3 nearest synthetic images, reference ranks (low, high), distance
     to the nearest synthetic image) of the k-NN density ratio for every row of `reals` (every other real
@@ -110,9 +110,9 @@ def density_ratio_scores(syn: np.ndarray, reals: np.ndarray, k_real: int = 20, k
     if len(reals) < 3:
         raise SynthleakError(f"density-ratio needs at least 3 real images (labelled + test), got {len(reals)}")
     low, high = density_ratio_ranks(k_real, len(reals))
-    d_syn, idx_syn = NeighbourIndex(syn).search(reals, max(k_syn, 3))
+    d_syn, idx_syn = index(syn).search(reals, max(k_syn, 3))
     if real_distances is None:
-        real_distances, _ = NeighbourIndex(reals).search(reals, high + 1)  # the first is the image itself
+        real_distances, _ = index(reals).search(reals, high + 1)  # the first is the image itself
     d_real = real_distances[:, :high + 1]
     # a floor keeps exact copies (distance 0) finite: far below any real spacing, so they rank first
     floor = 1e-6 * max(float(np.median(d_real[:, -1])), 1e-12)
@@ -130,8 +130,8 @@ class DensityRatio(ScoringMethod):
 
     def fit(self, reference: Reference) -> "DensityRatio":
         opts = self.settings
-        self.scores, self.neighbours, self.ranks, _ = density_ratio_scores(reference.synthetic, reference.reals,
-                                                                           opts.k_real, opts.k)
+        self.scores, self.neighbours, self.ranks, _ = density_ratio_scores(
+            reference.synthetic, reference.reals, opts.k_real, opts.k, index=reference.index)
         self.n_reals, self.n_synthetic = len(reference.reals), len(reference.synthetic)
         return self
 

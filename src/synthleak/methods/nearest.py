@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..attacks.knn import NeighbourIndex
+from ..attacks.knn import IndexFactory, NeighbourIndex
 from ..features.embedding import Embedding
 from ..options import Options, option
 from .base import Reference, Scores, ScoringMethod, fold_reference_size
@@ -24,7 +24,7 @@ REFERENCE_REPEATS = 10
 
 
 def reference_distance(x: np.ndarray, ref: np.ndarray, size: int, k: int, rng: np.random.Generator,
-                       repeats: int = REFERENCE_REPEATS) -> np.ndarray:
+                       repeats: int = REFERENCE_REPEATS, index: IndexFactory = NeighbourIndex) -> np.ndarray:
     """Mean k-NN distance from x to random `size`-row subsets of `ref` (all of `ref` when it is that small).
 
     Nearest-neighbour distances shrink as the reference grows, so every score must see a reference of
@@ -32,11 +32,11 @@ def reference_distance(x: np.ndarray, ref: np.ndarray, size: int, k: int, rng: n
     training part) would push all its scores one way, and labelled and test scores would differ in scale.
     """
     if size >= len(ref):
-        return NeighbourIndex(ref).search(x, k)[0].mean(1)
+        return index(ref).search(x, k)[0].mean(1)
     total = np.zeros(len(x))
     for _ in range(repeats):
         subset = ref[rng.choice(len(ref), size, replace=False)]
-        total += NeighbourIndex(subset).search(x, k)[0].mean(1)
+        total += index(subset).search(x, k)[0].mean(1)
     return total / repeats
 
 
@@ -87,14 +87,14 @@ class NearestCalibrated(Nearest):
     def fit(self, reference: Reference) -> "NearestCalibrated":
         super().fit(reference)
         self.non_members = reference.labelled[reference.y == 0]
-        self.size = reference.reference_size
+        self.size, self.make_index = reference.reference_size, reference.index
         self.rng = np.random.default_rng([self.cfg.seed, 0, reference.fold])
         return self
 
     def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
         k = self.settings.k
         nearest = super().score(features, positions)
-        reference = reference_distance(features, self.non_members, self.size, k, self.rng)
+        reference = reference_distance(features, self.non_members, self.size, k, self.rng, index=self.make_index)
         return Scores(nearest.values + reference, nearest.neighbours)
 
     def notes(self, embedding: Embedding) -> list[str]:
@@ -120,7 +120,7 @@ class ControlRealOnly(ScoringMethod):
     def fit(self, reference: Reference) -> "ControlRealOnly":
         self.used = reference.labelled[reference.y == 1]
         self.not_used = reference.labelled[reference.y == 0]
-        self.size = reference.reference_size
+        self.size, self.make_index = reference.reference_size, reference.index
         seed = self.cfg.seed
         # one generator for both references of the test reals, one per class in a fold: the draws of the
         # scores pinned in tests/data/method_pins.json
@@ -132,8 +132,8 @@ class ControlRealOnly(ScoringMethod):
 
     def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
         k = self.settings.k
-        used = reference_distance(features, self.used, self.size, k, self.rngs[0])
-        not_used = reference_distance(features, self.not_used, self.size, k, self.rngs[1])
+        used = reference_distance(features, self.used, self.size, k, self.rngs[0], index=self.make_index)
+        not_used = reference_distance(features, self.not_used, self.size, k, self.rngs[1], index=self.make_index)
         return Scores(not_used - used)
 
     def notes(self, embedding: Embedding) -> list[str]:

@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..attacks.knn import NeighbourIndex
+from ..attacks.knn import IndexFactory, NeighbourIndex
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..data.layout import AuditData
@@ -87,11 +87,12 @@ def _blockwise_unit(x: np.ndarray, sizes: list[int]) -> np.ndarray:
     return (np.concatenate(out, 1) / np.sqrt(len(sizes))).astype(np.float32)
 
 
-def critic_nearest(queries: CriticReadout, synthetic: CriticReadout) -> np.ndarray:
+def critic_nearest(queries: CriticReadout, synthetic: CriticReadout, index: IndexFactory = NeighbourIndex
+                   ) -> np.ndarray:
     """Extra variant: minus the distance to the nearest synthetic image in z-scored pooled space."""
     mu, sd = synthetic.pooled.mean(0), synthetic.pooled.std(0)
     sd[sd < 1e-8] = 1.0
-    index = NeighbourIndex((synthetic.pooled - mu) / sd)
+    index = index((synthetic.pooled - mu) / sd)
     return -index.search((queries.pooled - mu) / sd, 1)[0][:, 0]
 
 
@@ -178,7 +179,7 @@ class SignalSet:
 
 
 def halves_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSettings, train_images: ImageSet,
-                   synthetic: ImageSet, folds) -> tuple[SignalSet, str]:
+                   synthetic: ImageSet, folds, index: IndexFactory = NeighbourIndex) -> tuple[SignalSet, str]:
     """One label-free GAN between two halves of the synthetic training images."""
     a, b = split_halves(train_images, cfg.seed)
     trained = train_or_load(a, b, settings, cfg, tag="halves")
@@ -188,11 +189,11 @@ def halves_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSettings,
     if r.labelled is not None:
         lab["critic"] = r.labelled.logit.astype(float)
         lab["overlap"] = overlap_scores(r.labelled, r.synthetic)[0]
-        lab["critic_nearest"] = critic_nearest(r.labelled, r.synthetic)
+        lab["critic_nearest"] = critic_nearest(r.labelled, r.synthetic, index)
     if r.test is not None:
         test["critic"] = r.test.logit.astype(float)
         test["overlap"], neighbours = overlap_scores(r.test, r.synthetic)
-        test["critic_nearest"] = critic_nearest(r.test, r.synthetic)
+        test["critic_nearest"] = critic_nearest(r.test, r.synthetic, index)
     if r.labelled is not None:
         _, y = data.labelled()
         x_test = r.test.pooled if r.test is not None else None
@@ -206,7 +207,7 @@ def halves_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSettings,
 
 
 def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSettings, train_images: ImageSet,
-                         synthetic: ImageSet, folds) -> tuple[SignalSet, str]:
+                         synthetic: ImageSet, folds, index: IndexFactory = NeighbourIndex) -> tuple[SignalSet, str]:
     """The paper's domains (generated vs real_not_used), one GAN per labelled fold (cross-fitting)."""
     images, y = data.labelled()
     n_test = len(data.real_unknown) if data.real_unknown is not None else 0
@@ -229,10 +230,10 @@ def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSet
         # own scores of the synthetic images (leave-self-out for (b) and the distance).
         syn_critic = r.synthetic.logit
         syn_overlap = overlap_scores(r.synthetic, r.synthetic, exclude_self=True)[0]
-        syn_nearest = _self_excluded_nearest(r.synthetic)
+        syn_nearest = _self_excluded_nearest(r.synthetic, index)
         lab["critic"][va] = _zscore(syn_critic, r.labelled.logit[va])
         lab["overlap"][va] = _zscore(syn_overlap, overlap_scores(r.labelled, r.synthetic)[0][va])
-        lab["critic_nearest"][va] = _zscore(syn_nearest, critic_nearest(r.labelled, r.synthetic)[va])
+        lab["critic_nearest"][va] = _zscore(syn_nearest, critic_nearest(r.labelled, r.synthetic, index)[va])
         if len(np.unique(y[tr])) == 2:
             model = make().fit(r.labelled.pooled[tr], y[tr])
             predict = lambda x, model=model: model.predict_proba(x)[:, 1]  # noqa: E731
@@ -244,7 +245,7 @@ def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSet
             ov, nn = overlap_scores(r.test, r.synthetic)
             test["overlap"] += _zscore(syn_overlap, ov) / len(folds)
             neighbours = nn if neighbours is None else neighbours
-            test["critic_nearest"] += _zscore(syn_nearest, critic_nearest(r.test, r.synthetic)) / len(folds)
+            test["critic_nearest"] += _zscore(syn_nearest, critic_nearest(r.test, r.synthetic, index)) / len(folds)
             test["features"] += predict(r.test.pooled) / len(folds)
     if data.real_unknown is None:
         test = {}
@@ -258,11 +259,11 @@ def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSet
     return SignalSet(lab, test, features_for_fold, neighbours, per_fold[0]), desc
 
 
-def _self_excluded_nearest(synthetic: CriticReadout) -> np.ndarray:
+def _self_excluded_nearest(synthetic: CriticReadout, index: IndexFactory = NeighbourIndex) -> np.ndarray:
     mu, sd = synthetic.pooled.mean(0), synthetic.pooled.std(0)
     sd[sd < 1e-8] = 1.0
     z = (synthetic.pooled - mu) / sd
-    return -NeighbourIndex(z).search(z, 2)[0][:, 1]
+    return -index(z).search(z, 2)[0][:, 1]
 
 
 # ---------------------------------------------------------------------------- honest selection
@@ -383,7 +384,7 @@ def run(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
     synthetic = data.synthetic(cfg.synthetic_pool).materialise()  # the critic reads every image several times
     folds = audit.folds(cfg) if data.has_labelled else None
     build = halves_signals if domain == "halves" else cross_fitted_signals
-    signals, model_desc = build(data, cfg, settings, train_images, synthetic, folds)
+    signals, model_desc = build(data, cfg, settings, train_images, synthetic, folds, audit.index)
 
     result = MethodResult(test_scores=None, trained_on={"dclgan": f"{model_desc}; from {train_desc}"})
     for name in (*SIGNALS, "critic_nearest"):
