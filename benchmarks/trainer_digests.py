@@ -90,7 +90,7 @@ if want("dclgan"):
                               nce_dim=16, epochs=2, r1_every=2)
     a = dclgan.to_model_input(images(8, 1).pixels, 32)
     b = dclgan.to_model_input(images(7, 2).pixels, 32)
-    tr = dclgan.DCLGANTrainer(s, "cpu", seed=3, quiet=True)
+    tr = dclgan.DCLGANTrainer(s, "cpu", seed=3)
     rec = tr.fit(a, b)
     print("dclgan-trainer", state_digest(tr.model), rec.epochs_done, h(rec.last_losses))
     cfg = MethodConfig(cache_dir=str(tmp / "c4"), quiet=True, seed=1, image_size=32, base_filters=4, batch_size=3,
@@ -119,6 +119,6 @@ if want("pretrain"):
 
 if want("rae"):
     from synthleak.bench.generator import RAEGenerator
-    gen = RAEGenerator(side=32, latent=8, width=4, seed=4, quiet=True).fit(images(10, 3).pixels, epochs=3,
+    gen = RAEGenerator(side=32, latent=8, width=4, seed=4).fit(images(10, 3).pixels, epochs=3,
                                                                            batch_size=4)
     print("rae", state_digest(gen.enc), state_digest(gen.dec), h(gen.sample(6, size=64)))

@@ -9,7 +9,7 @@ def test_a_cached_model_is_loaded_and_not_trained(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"weights")
     trained = []
-    got = cached_model(path, lambda p: ("loaded", p.read_bytes()), lambda: trained.append(1) or "trained", "x", True)
+    got = cached_model(path, lambda p: ("loaded", p.read_bytes()), lambda: trained.append(1) or "trained", "x")
     assert got == ("loaded", b"weights") and not trained
 
 
@@ -26,5 +26,5 @@ def test_a_damaged_cache_entry_is_retrained_never_trusted(tmp_path, capsys):
 
 def test_no_cache_or_no_entry_trains(tmp_path):
     never = lambda p: (_ for _ in ()).throw(AssertionError("nothing to load"))
-    assert cached_model(None, never, lambda: "trained", "x", True) == "trained"
-    assert cached_model(tmp_path / "absent", never, lambda: "trained", "x", True) == "trained"
+    assert cached_model(None, never, lambda: "trained", "x") == "trained"
+    assert cached_model(tmp_path / "absent", never, lambda: "trained", "x") == "trained"

@@ -108,7 +108,7 @@ def _tensors(n: int, seed: int) -> torch.Tensor:
 def test_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     s = DCLGANSettings(**TINY, epochs=2, r1_every=2)
     a, b = _tensors(8, 1), _tensors(8, 2)
-    full = DCLGANTrainer(s, "cpu", seed=3, quiet=True)
+    full = DCLGANTrainer(s, "cpu", seed=3)
     full.fit(a, b)
 
     partial = tmp_path / "m.partial.pt"
@@ -120,10 +120,10 @@ def test_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "save_training_state", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        DCLGANTrainer(s, "cpu", seed=3, quiet=True).fit(a, b, partial)
+        DCLGANTrainer(s, "cpu", seed=3).fit(a, b, partial)
     monkeypatch.setattr(engine, "save_training_state", real_save)
     assert torch.load(partial, weights_only=True)["epoch"] == 1
-    resumed = DCLGANTrainer(s, "cpu", seed=3, quiet=True)
+    resumed = DCLGANTrainer(s, "cpu", seed=3)
     record = resumed.fit(a, b, partial)
     assert record.epochs_done == 2
     for (k, v), w in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):

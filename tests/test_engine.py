@@ -38,7 +38,7 @@ def _ae_engine(tmp_path, seed=0, crash_at=None, **kw) -> TrainingEngine:
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     args = dict(modules={"ae": model}, optimizers={"ae": opt}, batches=IndexBatches(10, 4, min_batch=2),
-                epochs=3, seed=seed, state_path=tmp_path / "ae.partial", fingerprint="ae", quiet=True)
+                epochs=3, seed=seed, state_path=tmp_path / "ae.partial", fingerprint="ae")
     args.update(kw)
     return TrainingEngine(step, **args)
 
@@ -73,8 +73,7 @@ def _gan_engine(tmp_path, crash_at=None, **kw) -> TrainingEngine:
     args = dict(modules={"G": gen, "D": disc}, optimizers={"G": opt_g, "D": opt_d},
                 schedulers={"G": torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, 4),
                             "D": torch.optim.lr_scheduler.CosineAnnealingLR(opt_d, 4)},
-                ema={"G": 0.9}, batches=batches, epochs=4, seed=5, state_path=tmp_path / "gan.partial",
-                quiet=True)
+                ema={"G": 0.9}, batches=batches, epochs=4, seed=5, state_path=tmp_path / "gan.partial")
     args.update(kw)
     return TrainingEngine(step, **args)
 
@@ -134,7 +133,7 @@ def test_ema_follows_the_update_rule(tmp_path):
         return {"loss": loss}
 
     engine = TrainingEngine(step, modules={"m": model}, optimizers={"m": torch.optim.SGD(model.parameters(), lr=0.5)},
-                            batches=IndexBatches(6, 2), epochs=2, ema={"m": 0.8}, quiet=True,
+                            batches=IndexBatches(6, 2), epochs=2, ema={"m": 0.8},
                             last_path=tmp_path / "m.safetensors")
     engine.run()
     expected = start
@@ -158,7 +157,7 @@ def test_step_budget_stops_mid_epoch_and_time_budget_at_an_epoch_end(tmp_path):
 
 
 def test_progress_lines_report_throughput_and_eta(tmp_path, capsys):
-    _ae_engine(tmp_path, quiet=False, label="toy").run()
+    _ae_engine(tmp_path, label="toy").run()
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("[toy] epoch")]
     assert len(lines) == 3 and "img/s" in lines[0] and "ETA" in lines[0] and "l1 " in lines[0]
@@ -184,7 +183,7 @@ def test_validation_best_checkpoint_and_state_cleanup(tmp_path):
 def test_foreign_or_damaged_state_is_ignored(tmp_path, capsys):
     _ae_engine(tmp_path, epochs=1).run()
     assert (tmp_path / "ae.partial").exists()  # no final checkpoint asked for: the state is kept
-    other = _ae_engine(tmp_path, fingerprint="other", quiet=False).run()
+    other = _ae_engine(tmp_path, fingerprint="other").run()
     assert other.resumed_from_epoch == 0 and "belongs to a different run" in capsys.readouterr().err
     (tmp_path / "ae.partial").write_bytes(b"not a torch file")
     assert _ae_engine(tmp_path).run().resumed_from_epoch == 0

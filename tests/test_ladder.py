@@ -149,14 +149,14 @@ def test_epoch_length_divides_every_rung():
 def test_ddpm_generator_is_deterministic_for_a_seed(phantoms):
     images, _ = phantoms
     spec = _spec()
-    a = make_generator(spec, quiet=True, diffusion=TOY_CPU).fit(images[:8], max_steps=3)
-    b = make_generator(spec, quiet=True, diffusion=TOY_CPU).fit(images[:8], max_steps=3)
+    a = make_generator(spec, diffusion=TOY_CPU).fit(images[:8], max_steps=3)
+    b = make_generator(spec, diffusion=TOY_CPU).fit(images[:8], max_steps=3)
     sa, sb = a.sample(5), b.sample(5)
     assert sa.shape == (5, 256, 256) and sa.dtype == np.uint8
     assert (sa == sb).all() and sa.std() > 0
     # sample i depends only on (seed, i): asking for more keeps the first ones
     assert (a.sample_small(7)[:5] == a.sample_small(5)).all()
-    other = make_generator(replace(spec, seed=4), quiet=True, diffusion=TOY_CPU).fit(images[:8], max_steps=3)
+    other = make_generator(replace(spec, seed=4), diffusion=TOY_CPU).fit(images[:8], max_steps=3)
     assert not (other.sample(5) == sa).all()
     assert a.describe()["preset"] == "cpu" and a.describe()["generator_parameters"] > 0
 
@@ -164,7 +164,7 @@ def test_ddpm_generator_is_deterministic_for_a_seed(phantoms):
 @pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
 def test_ddpm_other_prediction_targets_train_and_sample(phantoms, prediction):
     images, _ = phantoms
-    generator = make_generator(_spec(), quiet=True, diffusion=replace(TOY_CPU, prediction=prediction))
+    generator = make_generator(_spec(), diffusion=replace(TOY_CPU, prediction=prediction))
     generator.fit(images[:8], max_steps=2)
     samples = generator.sample_small(3)
     assert samples.shape == (3, 16, 16) and samples.dtype == np.uint8
@@ -175,25 +175,25 @@ def test_ddpm_other_prediction_targets_train_and_sample(phantoms, prediction):
 def test_dcgan_generator_is_deterministic_for_a_seed(phantoms):
     images, _ = phantoms
     spec = _spec("dcgan", image_size=16)
-    a = make_generator(spec, quiet=True).fit(images[:8], epochs=2)
-    b = make_generator(spec, quiet=True).fit(images[:8], epochs=2)
+    a = make_generator(spec).fit(images[:8], epochs=2)
+    b = make_generator(spec).fit(images[:8], epochs=2)
     assert a.steps_trained == 2 and (a.sample(4) == b.sample(4)).all()
-    c = make_generator(spec, quiet=True).fit(images[:8], max_steps=3, steps_per_epoch=3)
-    d = make_generator(spec, quiet=True).fit(images[:8], max_steps=3, steps_per_epoch=3)
+    c = make_generator(spec).fit(images[:8], max_steps=3, steps_per_epoch=3)
+    d = make_generator(spec).fit(images[:8], max_steps=3, steps_per_epoch=3)
     assert c.steps_trained == 3 and (c.sample_small(4) == d.sample_small(4)).all()
 
 
 def test_dcgan_resumes_after_an_interruption(phantoms, tmp_path, monkeypatch):
     images, _ = phantoms
     spec = _spec("dcgan", image_size=16)
-    whole = make_generator(spec, quiet=True).fit(images[:8], max_steps=6, steps_per_epoch=2)
+    whole = make_generator(spec).fit(images[:8], max_steps=6, steps_per_epoch=2)
     _interrupt_after(monkeypatch, optimizer_updates=7)  # D, G per step: the 4th step's D update
     state = tmp_path / "dcgan.state"
     with pytest.raises(_Interrupted):
-        make_generator(spec, quiet=True, state_path=state).fit(images[:8], max_steps=6, steps_per_epoch=2)
+        make_generator(spec, state_path=state).fit(images[:8], max_steps=6, steps_per_epoch=2)
     monkeypatch.undo()
     assert state.exists()
-    resumed = make_generator(spec, quiet=True, state_path=state).fit(images[:8], max_steps=6, steps_per_epoch=2)
+    resumed = make_generator(spec, state_path=state).fit(images[:8], max_steps=6, steps_per_epoch=2)
     assert not state.exists()  # cleared at the end without keep_state
     assert (resumed.sample_small(4) == whole.sample_small(4)).all()
 

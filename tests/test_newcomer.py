@@ -127,7 +127,7 @@ def _engine(epochs=10):
 
     model = nn.Linear(2, 1)
     return TrainingEngine(lambda batch, engine: {"loss": torch.tensor(0.0)}, modules={"m": model},
-                          batches=IndexBatches(4, 2), epochs=epochs, label="toy", quiet=False)
+                          batches=IndexBatches(4, 2), epochs=epochs, label="toy")
 
 
 def test_progress_line_time_per_epoch_and_eta_agree(capsys):

@@ -57,15 +57,14 @@ def model_path(cache_dir: str | None, kind: str, key: str, suffix: str = ".safet
     return path
 
 
-def cached_model(path: Path | None, load: Callable[[Path], T], train: Callable[[], T], label: str,
-                 quiet: bool = False) -> T:
+def cached_model(path: Path | None, load: Callable[[Path], T], train: Callable[[], T], label: str) -> T:
     """The model cached at `path` (`load(path)`), else `train()` (which writes it there). A damaged or
     foreign cache entry is retrained, never trusted: one place for what every trained feature space does."""
     if path is not None and path.exists():
         try:
             model = load(path)
-            log(f"[{label}] reusing cached model {path}", quiet)
+            log(f"[{label}] reusing cached model {path}")
             return model
         except CheckpointError as exc:
-            log(f"[{label}] retraining: {exc}", quiet)
+            log(f"[{label}] retraining: {exc}")
     return train()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SynthleakError, one_line
+from .runtime import verbosity
 
 EXIT_USER_ERROR = 2
 
@@ -466,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warnings
     try:
-        return COMMANDS[args.command](args)
+        with verbosity(getattr(args, "quiet", False)):  # --quiet: the "synthleak" logger's level for the command
+            return COMMANDS[args.command](args)
     except SynthleakError as exc:
         print(f"synthleak: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

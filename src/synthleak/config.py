@@ -37,6 +37,7 @@ class MethodConfig:
     search: str = "auto"
     n_folds: int = 5
     workers: int = 2
+    #: silence progress lines for this run (applied once, as the "synthleak" logger's level, where a run starts)
     quiet: bool = False
     artifacts_dir: Path | None = None
     #: `--set KEY=VALUE` strings; each method and feature space reads its declared keys (synthleak.options)

@@ -15,48 +15,49 @@ from pathlib import Path
 from .bench.build import BenchSpec, build_benchmark
 from .bench.phantoms import make_phantoms
 from .config import MethodConfig
-from .runtime import log, seed_everything
+from .runtime import log, seed_everything, verbosity
 
 DEMO_METHODS = "default,nearest,nearest-calibrated,control-real-only"
 
 
 def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs: int = 60,
              force: bool = False, quiet: bool = False, n_patients: int = 120, slices: int = 2) -> int:
-    from .pipeline import format_table, run_audit
+    with verbosity(quiet):
+        from .pipeline import format_table, run_audit
 
-    start = time.perf_counter()
-    if out is None:
-        out = Path(tempfile.mkdtemp(prefix="synthleak-demo-"))
-    out = Path(out)
-    data_dir = out / "data"
-    seed_everything(seed)
-    log(f"demo: making {n_patients} phantom patients x {slices} slices", quiet)
-    images, groups = make_phantoms(n_patients, slices, seed=seed)
-    spec = BenchSpec(member_fraction=0.5, labelled_fraction=0.35, n_generated_train=300, n_generated_test=100,
-                     generator="rae-gmm", generator_epochs=epochs, seed=seed)
-    build_benchmark(images, groups, data_dir, spec, device=device, quiet=quiet, force=force)
-    cfg = MethodConfig(seed=seed, device=device, cache_dir="none", quiet=quiet)
-    report = run_audit(data_dir, methods=DEMO_METHODS, cfg=cfg, labels=data_dir / "test_labels.csv",
-                       groups=data_dir / "groups.csv", out=out / "runs" / "run.csv", force=True)
-    if report.verdict is not None:
-        print(report.verdict.summary())
-        closer = report.verdict.member_closer_line()
-        if closer:
-            print(closer)
-    print(f"demo data: {data_dir} (train/, test/, test_labels.csv, groups.csv)")
-    print(f"run files: {out / 'runs'}")
-    print()
-    print(format_table(report))
-    for w in report.warnings:
-        print(f"warning: {w}")
-    best = report.by_name("nearest").succeeded().test
-    print()
-    print(f"members are {'detectable' if best['auc'].low > 0.5 else 'NOT clearly detectable'}: "
-          f"nearest-synthetic test AUC {best['auc']} (0.5 = chance); "
-          f"demo took {time.perf_counter() - start:.0f}s")
-    print()
-    print(next_command(data_dir, out))
-    return 0
+        start = time.perf_counter()
+        if out is None:
+            out = Path(tempfile.mkdtemp(prefix="synthleak-demo-"))
+        out = Path(out)
+        data_dir = out / "data"
+        seed_everything(seed)
+        log(f"demo: making {n_patients} phantom patients x {slices} slices")
+        images, groups = make_phantoms(n_patients, slices, seed=seed)
+        spec = BenchSpec(member_fraction=0.5, labelled_fraction=0.35, n_generated_train=300, n_generated_test=100,
+                         generator="rae-gmm", generator_epochs=epochs, seed=seed)
+        build_benchmark(images, groups, data_dir, spec, device=device, force=force)
+        cfg = MethodConfig(seed=seed, device=device, cache_dir="none")
+        report = run_audit(data_dir, methods=DEMO_METHODS, cfg=cfg, labels=data_dir / "test_labels.csv",
+                           groups=data_dir / "groups.csv", out=out / "runs" / "run.csv", force=True)
+        if report.verdict is not None:
+            print(report.verdict.summary())
+            closer = report.verdict.member_closer_line()
+            if closer:
+                print(closer)
+        print(f"demo data: {data_dir} (train/, test/, test_labels.csv, groups.csv)")
+        print(f"run files: {out / 'runs'}")
+        print()
+        print(format_table(report))
+        for w in report.warnings:
+            print(f"warning: {w}")
+        best = report.by_name("nearest").succeeded().test
+        print()
+        print(f"members are {'detectable' if best['auc'].low > 0.5 else 'NOT clearly detectable'}: "
+              f"nearest-synthetic test AUC {best['auc']} (0.5 = chance); "
+              f"demo took {time.perf_counter() - start:.0f}s")
+        print()
+        print(next_command(data_dir, out))
+        return 0
 
 
 def next_command(data_dir: Path, out: Path) -> str:

@@ -20,7 +20,7 @@ from .methods import (CONTROL, DEFAULT_METHOD, METHODS, MethodResult, check_meth
                       run_method)
 from .methods.context import AuditContext
 from .metrics import Metric, evaluate, score_metrics
-from .runtime import log, seed_everything
+from .runtime import log, seed_everything, verbosity
 from .shift import ShiftCheck, check_shift
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ def run_one(name: str, audit: AuditContext, cfg: MethodConfig, rule: DecisionRul
     except SynthleakError as exc:
         if not keep_going or isinstance(exc, UnreadableInputError):  # an unreadable input stops every method
             raise
-        log(f"{name}: skipped: {exc}", cfg.quiet)
+        log(f"{name}: skipped: {exc}")
         return MethodReport(name, report.rule, seconds=time.perf_counter() - start, error=str(exc),
                             decision_why=why)
     except Exception as exc:
@@ -281,32 +281,33 @@ def run_audit(
     labelled reals and `with_verdict`, the dataset-level verdict (synthleak.leakage) is computed from
     the default recipe's label-free scores (run for it when not requested) and, with `out`, written
     to every method's JSON, its copies to RUN.copies.csv."""
-    cfg = cfg or MethodConfig()
-    rule = decision or DecisionRule(AUTO)
-    names = expand_methods(methods)
-    check_method_options(names, cfg, with_default=with_verdict)
-    paths = _checked_output_paths(names, out, scores_out, force, with_verdict)
-    audit_data = data if isinstance(data, AuditData) else discover(
-        data, train, test, groups, window=window, groups_from=groups_from)
-    if out is not None and audit_data.real_unknown is None:
-        raise DataError("no real_unknown/ images to write a run file for")
-    if rule.mode in ("fpr", "tail") and not audit_data.has_labelled:
-        raise SynthleakError(f"--decision {rule.mode} needs labelled reals (real_used/ and real_not_used/) "
-                             "to measure false positives")
-    y_test = test_labels(labels, audit_data)
-    report, audit = _new_report(audit_data, rule, cfg), AuditContext(audit_data, cfg)
-    for n in names:
-        log(f"running {n} ...", cfg.quiet)
-        report.methods.append(run_one(n, audit, cfg, rule, y_test, n_boot, keep_going=len(names) > 1,
-                                      shift=report.shift))
-        _note_failure(report, report.methods[-1], f"method {n}")
-    if check_control and audit_data.has_labelled:
-        _add_control(report, audit, cfg, rule, y_test, n_boot)
-    if with_verdict and audit_data.has_labelled:
-        _add_verdict(report, audit, cfg, rule, y_test, n_boot, alpha, permutations)
-    if out is not None:
-        _write_all(report, paths, Path(out), cfg, force, id_style)
-    return report
+    with verbosity(cfg is not None and cfg.quiet):
+        cfg = cfg or MethodConfig()
+        rule = decision or DecisionRule(AUTO)
+        names = expand_methods(methods)
+        check_method_options(names, cfg, with_default=with_verdict)
+        paths = _checked_output_paths(names, out, scores_out, force, with_verdict)
+        audit_data = data if isinstance(data, AuditData) else discover(
+            data, train, test, groups, window=window, groups_from=groups_from)
+        if out is not None and audit_data.real_unknown is None:
+            raise DataError("no real_unknown/ images to write a run file for")
+        if rule.mode in ("fpr", "tail") and not audit_data.has_labelled:
+            raise SynthleakError(f"--decision {rule.mode} needs labelled reals (real_used/ and real_not_used/) "
+                                 "to measure false positives")
+        y_test = test_labels(labels, audit_data)
+        report, audit = _new_report(audit_data, rule, cfg), AuditContext(audit_data, cfg)
+        for n in names:
+            log(f"running {n} ...")
+            report.methods.append(run_one(n, audit, cfg, rule, y_test, n_boot, keep_going=len(names) > 1,
+                                          shift=report.shift))
+            _note_failure(report, report.methods[-1], f"method {n}")
+        if check_control and audit_data.has_labelled:
+            _add_control(report, audit, cfg, rule, y_test, n_boot)
+        if with_verdict and audit_data.has_labelled:
+            _add_verdict(report, audit, cfg, rule, y_test, n_boot, alpha, permutations)
+        if out is not None:
+            _write_all(report, paths, Path(out), cfg, force, id_style)
+        return report
 
 
 def _checked_output_paths(names: list[str], out, scores_out, force: bool, with_verdict: bool
@@ -409,7 +410,7 @@ def _add_verdict(report: AuditReport, audit: AuditContext, cfg: MethodConfig, ru
             # the recipe's own space (its measured resolution): no second embedding
             synthetic, labelled = res.synthetic_features, res.real_features[:len(data.labelled()[1])]
         else:
-            embedding = audit.embedding(replace(recipe_cfg, quiet=True))
+            embedding = audit.embedding(recipe_cfg)
             synthetic, labelled = embedding.synthetic, embedding.labelled
         # scores the labels did not choose: every candidate's, when the recipe chose among them
         scores = res.verdict_scores if res.verdict_scores is not None else res.labelled_scores

@@ -1,10 +1,19 @@
-"""Seeding, device choice and progress reporting shared by every module."""
+"""Seeding, device choice and progress reporting shared by every module.
+
+Progress and log lines go through the `logging` logger "synthleak", which prints them on stderr by default
+(the library and the CLI alike). `--quiet` (and `quiet=True` at a library entry point: MethodConfig.quiet,
+build_benchmark, run_demo, pretrain) raises its level for the run (`verbosity`); nothing else passes a quiet
+flag around.
+"""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,13 +47,50 @@ def choose_device(requested: str | None = None) -> str:
     return requested
 
 
+LOGGER = logging.getLogger("synthleak")
+
+
+class _StderrHandler(logging.Handler):
+    """Bare lines on whatever sys.stderr is when a line is written (a test's capture, a redirected stream)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:  # pragma: no cover - logging must never break a run
+            self.handleError(record)
+
+
+if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
+    LOGGER.addHandler(_StderrHandler())
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+@contextmanager
+def verbosity(quiet: bool) -> Iterator[None]:
+    """Within it, progress and log lines are silenced when `quiet` (never re-enabled when not: an outer quiet
+    run stays quiet through the entry points it calls)."""
+    if not quiet or LOGGER.level > logging.INFO:
+        yield
+        return
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(logging.INFO)
+
+
+def is_quiet() -> bool:
+    """Whether progress lines are silenced now (for tools with their own progress output, e.g. Ray)."""
+    return not LOGGER.isEnabledFor(logging.INFO)
+
+
 @dataclass
 class Progress:
-    """Minimal progress lines on stderr (epochs, items/s); silent when quiet."""
+    """Minimal progress lines (epochs, items/s) through the logger."""
 
     label: str
     total: int | None = None
-    quiet: bool = False
     #: seconds between lines (0: a line per update); the update reaching `total` always prints
     every: float = 0.0
     _start: float = field(default_factory=time.perf_counter)
@@ -55,7 +101,7 @@ class Progress:
         return max(time.perf_counter() - self._start, 1e-9)
 
     def update(self, done: int, extra: str = "") -> None:
-        if self.quiet:
+        if is_quiet():
             return
         now = time.perf_counter()
         if now - self._last_line < self.every and not (self.total and done >= self.total):
@@ -70,7 +116,7 @@ class Progress:
         msg += ")"
         if extra:
             msg += f" {extra}"
-        print(msg, file=sys.stderr, flush=True)
+        LOGGER.info(msg)
 
 
 def format_seconds(seconds: float) -> str:
@@ -83,9 +129,9 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def log(msg: str, quiet: bool = False) -> None:
-    if not quiet:
-        print(msg, file=sys.stderr, flush=True)
+def log(msg: str) -> None:
+    """One progress or log line (info level of the "synthleak" logger)."""
+    LOGGER.info(msg)
 
 
 def default_cache_dir() -> str:

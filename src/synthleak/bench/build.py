@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..errors import OutputExistsError
-from ..runtime import log
+from ..runtime import log, verbosity
 
 
 #: generators build-bench knows (noisy-copies: instant perturbed member copies, for tests)
@@ -85,7 +85,7 @@ def diffusion_config(spec: BenchSpec):
     return replace(config, image_size=spec.image_size) if spec.image_size else config
 
 
-def make_generator(spec: BenchSpec, device: str = "cpu", quiet: bool = False,
+def make_generator(spec: BenchSpec, device: str = "cpu",
                    state_path: str | Path | None = None, diffusion=None):
     """The generator `spec` names. state_path: resumable training state (dcgan, ddpm); diffusion: a
     DiffusionConfig replacing the preset's (tests run the GPU preset's code path at toy sizes)."""
@@ -93,17 +93,17 @@ def make_generator(spec: BenchSpec, device: str = "cpu", quiet: bool = False,
 
     check_generator(spec)
     if spec.generator == "rae-gmm":
-        return RAEGenerator(seed=spec.seed, device=device, quiet=quiet)
+        return RAEGenerator(seed=spec.seed, device=device)
     if spec.generator == "noisy-copies":
         return NoisyCopyGenerator(seed=spec.seed)
     if spec.generator == "dcgan":
         from .dcgan import DCGANBenchGenerator
 
-        return DCGANBenchGenerator(side=spec.image_size or 128, seed=spec.seed, device=device, quiet=quiet,
+        return DCGANBenchGenerator(side=spec.image_size or 128, seed=spec.seed, device=device,
                                    state_path=state_path)
     from .ddpm import DDPMBenchGenerator
 
-    return DDPMBenchGenerator(diffusion or diffusion_config(spec), seed=spec.seed, device=device, quiet=quiet,
+    return DDPMBenchGenerator(diffusion or diffusion_config(spec), seed=spec.seed, device=device,
                               state_path=state_path)
 
 
@@ -225,29 +225,30 @@ def build_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: Ben
     interrupted build never leaves a half-written benchmark. An existing non-empty `out` is replaced
     only with `force`.
     """
-    out = Path(out)
-    refuse_existing(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        summary = _write_benchmark(images, groups, staging, spec, device, quiet, label_groups, synthetic, source)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    log(f"benchmark written to {out}: {summary}", quiet)
-    return summary
+    with verbosity(quiet):
+        out = Path(out)
+        refuse_existing(out, force)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            summary = _write_benchmark(images, groups, staging, spec, device, label_groups, synthetic, source)
+            if out.exists():
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+            os.replace(staging, out)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        log(f"benchmark written to {out}: {summary}")
+        return summary
 
 
 def _write_benchmark(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchSpec, device: str,
-                     quiet: bool, label_groups: np.ndarray | None = None,
+                     label_groups: np.ndarray | None = None,
                      synthetic: np.ndarray | None = None, source: dict | None = None) -> dict:
     member, labelled, rng = draw_split(groups, spec, label_groups)
     generator = None
     if synthetic is None:
-        generator = make_generator(spec, device, quiet)
+        generator = make_generator(spec, device)
         if spec.generator == "ddpm":  # diffusion training is counted in steps, not epochs
             generator.fit(images[member], max_steps=spec.generator_steps)
         else:

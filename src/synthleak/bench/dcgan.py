@@ -20,10 +20,10 @@ class DCGANBenchGenerator:
 
     def __init__(self, side: int = 128, latent: int = 128, width: int = 16, batch_size: int = 16,
                  lr: float = 2e-4, ema_decay: float = 0.99, seed: int = 0, device: str = "cpu",
-                 quiet: bool = False, state_path: str | Path | None = None):
+                 state_path: str | Path | None = None):
         self.side, self.latent, self.width, self.batch_size = side, latent, width, batch_size
         self.lr, self.ema_decay = lr, ema_decay
-        self.seed, self.device, self.quiet = seed, device, quiet
+        self.seed, self.device = seed, device
         self.state_path = state_path
 
     def fit(self, members: np.ndarray, epochs: int = 150, max_steps: int | None = None,
@@ -70,15 +70,14 @@ class DCGANBenchGenerator:
             batches=IndexBatches(len(x), self.batch_size, drop_last=len(x) >= self.batch_size, min_batch=2,
                                  steps=steps_per_epoch if max_steps is not None else None),
             epochs=epochs if max_steps is None else None, max_steps=max_steps, seed=self.seed,
-            device=self.device, state_path=self.state_path, fingerprint=fingerprint, label="dcgan",
-            quiet=self.quiet, log_every=max(1, epochs // 10) if max_steps is None else 1)
+            device=self.device, state_path=self.state_path, fingerprint=fingerprint, label="dcgan", log_every=max(1, epochs // 10) if max_steps is None else 1)
         result = engine.run()
         if not keep_state:
             engine.clear_state()
         self.generator = engine.ema["G"]
         record_training(self, result, generator, self.batch_size, len(x))
         log(f"dcgan: {result.epochs_done} epochs / {result.global_step} steps on {len(x)} members at "
-            f"{self.side}px in {result.seconds:.0f}s", self.quiet)
+            f"{self.side}px in {result.seconds:.0f}s")
         return self
 
     def describe(self) -> dict:

@@ -31,11 +31,11 @@ class DDPMBenchGenerator:
     later `fit` with a larger `max_steps` continues from where the last one stopped (keep_state).
     """
 
-    def __init__(self, config: DiffusionConfig, seed: int = 0, device: str = "cpu", quiet: bool = False,
+    def __init__(self, config: DiffusionConfig, seed: int = 0, device: str = "cpu",
                  state_path: str | Path | None = None):
         check_image_size(config)
         self.config, self.side = config, config.image_size
-        self.seed, self.device, self.quiet = seed, device, quiet
+        self.seed, self.device = seed, device
         self.state_path = state_path
 
     def fit(self, members: np.ndarray, max_steps: int | None = None, steps_per_epoch: int | None = None,
@@ -82,7 +82,7 @@ class DDPMBenchGenerator:
             step, modules={"unet": unet}, optimizers={"unet": optimizer}, ema={"unet": cfg.ema_decay},
             batches=IndexBatches(len(x), cfg.batch_size, drop_last=len(x) >= cfg.batch_size, steps=per_epoch),
             max_steps=max_steps, seed=self.seed, device=self.device, state_path=self.state_path,
-            fingerprint=fingerprint, label="ddpm", quiet=self.quiet, log_every=max(1, n_epochs // 20))
+            fingerprint=fingerprint, label="ddpm", log_every=max(1, n_epochs // 20))
         result = engine.run()
         if not keep_state:
             engine.clear_state()
@@ -90,7 +90,7 @@ class DDPMBenchGenerator:
         record_training(self, result, unet, cfg.batch_size, len(x))
         log(f"ddpm: {result.global_step} steps on {len(x)} members at {self.side}px "
             f"({self.parameters / 1e6:.2f}M parameters) in {result.seconds:.0f}s "
-            f"({self.steps_per_s:.2f} steps/s)", self.quiet)
+            f"({self.steps_per_s:.2f} steps/s)")
         return self
 
     def describe(self) -> dict:
@@ -128,7 +128,7 @@ class DDPMBenchGenerator:
                 last = now
                 rate = stop * cfg.sample_steps / (now - t0)
                 eta = (n - stop) * cfg.sample_steps / rate
-                log(f"ddpm: sampled {stop}/{n} ({rate:.0f} image-steps/s, ETA {eta:.0f}s)", self.quiet)
+                log(f"ddpm: sampled {stop}/{n} ({rate:.0f} image-steps/s, ETA {eta:.0f}s)")
         self.sample_seconds = time.perf_counter() - t0
         return out
 

@@ -47,9 +47,9 @@ class RAEGenerator:
     """Conv autoencoder (64x64, models/rae.py) + GMM on latents; samples decoded and upsampled to 256x256."""
 
     def __init__(self, side: int = 64, latent: int = 32, width: int = 16, seed: int = 0,
-                 device: str = "cpu", quiet: bool = False):
+                 device: str = "cpu"):
         self.side, self.latent, self.width = side, latent, width
-        self.seed, self.device, self.quiet = seed, device, quiet
+        self.seed, self.device = seed, device
 
     def fit(self, members: np.ndarray, epochs: int = 150, batch_size: int = 16) -> "RAEGenerator":
         """Train a fixed number of epochs (a time budget would make the output machine-dependent),
@@ -65,14 +65,14 @@ class RAEGenerator:
         # One shuffle stream for the whole run (epoch_seed=None), float32 throughout (amp off).
         result = train_reconstruction(model, small, rae_loss, lr=2e-3, batch_size=batch_size, metric="L1",
                                       epochs=epochs, seed=self.seed, epoch_seed=None, device=self.device,
-                                      amp=False, label="generator", quiet=self.quiet, log_every=25)
+                                      amp=False, label="generator", log_every=25)
         self.epochs_trained = result.epochs_done
         with torch.no_grad():
             z = self.enc(to_tensor(small, self.device)).cpu().numpy().astype(np.float64)
         n_comp = int(min(len(z), max(2, len(z) // 2)))
         self.gmm = GaussianMixture(n_comp, covariance_type="diag", reg_covar=1e-3, random_state=self.seed).fit(z)
         log(f"generator: trained {self.epochs_trained} epochs on {len(small)} member images in "
-            f"{time.perf_counter() - start:.0f}s; latent mixture of {n_comp} components", self.quiet)
+            f"{time.perf_counter() - start:.0f}s; latent mixture of {n_comp} components")
         return self
 
     def sample(self, n: int, size: int = 256) -> np.ndarray:

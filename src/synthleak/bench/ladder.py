@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import DataError, SynthleakError
 from ..fsutil import atomic_output
-from ..runtime import log
+from ..runtime import log, verbosity
 from .build import (BenchSpec, build_benchmark, check_generator, check_members, draw_split, make_generator,
                     refuse_existing)
 from .generator import content_digest, resize_stack
@@ -91,7 +91,7 @@ def _ladder_key(images: np.ndarray, groups: np.ndarray, label_groups, spec: Benc
     return hashlib.sha1((payload + content_digest(images)).encode()).hexdigest()[:20]
 
 
-def _open_partial(partial: Path, key: str, quiet: bool) -> None:
+def _open_partial(partial: Path, key: str) -> None:
     """Create the work folder, or keep it when it holds this build's earlier progress."""
     marker = partial / PARTIAL_MARKER
     if partial.exists():
@@ -101,10 +101,10 @@ def _open_partial(partial: Path, key: str, quiet: bool) -> None:
             else:
                 raise DataError(f"{partial}: exists and is not a synthleak partial build; move it away")
         elif marker.read_text().strip() == key:
-            log(f"ladder: resuming the partial build in {partial}", quiet)
+            log(f"ladder: resuming the partial build in {partial}")
             return
         else:
-            log(f"ladder: discarding {partial} (made with other inputs or settings)", quiet)
+            log(f"ladder: discarding {partial} (made with other inputs or settings)")
             shutil.rmtree(partial)
     partial.mkdir(parents=True)
     marker.write_text(key + "\n")
@@ -140,7 +140,6 @@ class _Ladder:
     per_epoch: int
     key: str
     device: str
-    quiet: bool
     n_boot: int
 
     @property
@@ -156,48 +155,49 @@ def build_ladder(images: np.ndarray, groups: np.ndarray, out: Path, spec: BenchS
     `diffusion` (a models.diffusion.DiffusionConfig) replaces the ddpm preset's settings; `n_boot`:
     bootstrap resamples of the meter's AUC CIs.
     """
-    rungs = check_ladder(spec, rungs)
-    out = Path(out)
-    refuse_existing(out, force)
-    check_members(spec, groups, label_groups)
-    member, _, _ = draw_split(groups, spec, label_groups)
-    partial = out.parent / f"{out.name}.partial"
-    generator = make_generator(spec, device, quiet, state_path=partial / "train.state", diffusion=diffusion)
-    key = _ladder_key(images, groups, label_groups, spec, generator, device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _open_partial(partial, key, quiet)
-    config = getattr(generator, "config", None)
-    per_epoch = ladder_epoch_length(rungs, config.steps_per_epoch if config else DCGAN_STEPS_PER_EPOCH)
-    ladder = _Ladder(images, groups, label_groups, member, spec, rungs, per_epoch, key, device, quiet, n_boot)
-    entries: list[dict] = []
-    t_start = time.perf_counter()
-    for i, steps in enumerate(rungs):
-        folder = partial / f"rung-{steps}"
-        entry = _finished_rung(folder, key)
-        if entry is not None:
-            log(f"ladder: rung {i + 1}/{len(rungs)} ({steps} steps) already built", quiet)
-        else:
-            entry = _build_rung(ladder, generator, folder, steps)
-        entries.append(entry)
-        _log_ladder_progress(entries, rungs, time.perf_counter() - t_start, quiet)
-    summary = {
-        "generator": spec.generator, "seed": spec.seed, "rungs": rungs, "steps_per_epoch": per_epoch,
-        "members": int(member.sum()), "member_groups": int(len(np.unique(groups[member]))),
-        "non_members": int((~member).sum()), "n_generated": ladder.n_generated,
-        "image_size": generator.side, **({"preset": config.name} if config else {}),
-        "ladder": entries,
-    }
-    _publish(partial, out, rungs, summary, force)
-    log(f"ladder written to {out}: " + ", ".join(
-        f"{e['steps']} steps: memorised {e['memorised_share']:.3f}, member-closer {e['member_closer_share']:.3f}, "
-        f"nearest AUC {e['nearest_test_auc']['value']:.3f}" for e in entries), quiet)
-    return summary
+    with verbosity(quiet):
+        rungs = check_ladder(spec, rungs)
+        out = Path(out)
+        refuse_existing(out, force)
+        check_members(spec, groups, label_groups)
+        member, _, _ = draw_split(groups, spec, label_groups)
+        partial = out.parent / f"{out.name}.partial"
+        generator = make_generator(spec, device, state_path=partial / "train.state", diffusion=diffusion)
+        key = _ladder_key(images, groups, label_groups, spec, generator, device)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _open_partial(partial, key)
+        config = getattr(generator, "config", None)
+        per_epoch = ladder_epoch_length(rungs, config.steps_per_epoch if config else DCGAN_STEPS_PER_EPOCH)
+        ladder = _Ladder(images, groups, label_groups, member, spec, rungs, per_epoch, key, device, n_boot)
+        entries: list[dict] = []
+        t_start = time.perf_counter()
+        for i, steps in enumerate(rungs):
+            folder = partial / f"rung-{steps}"
+            entry = _finished_rung(folder, key)
+            if entry is not None:
+                log(f"ladder: rung {i + 1}/{len(rungs)} ({steps} steps) already built")
+            else:
+                entry = _build_rung(ladder, generator, folder, steps)
+            entries.append(entry)
+            _log_ladder_progress(entries, rungs, time.perf_counter() - t_start)
+        summary = {
+            "generator": spec.generator, "seed": spec.seed, "rungs": rungs, "steps_per_epoch": per_epoch,
+            "members": int(member.sum()), "member_groups": int(len(np.unique(groups[member]))),
+            "non_members": int((~member).sum()), "n_generated": ladder.n_generated,
+            "image_size": generator.side, **({"preset": config.name} if config else {}),
+            "ladder": entries,
+        }
+        _publish(partial, out, rungs, summary, force)
+        log(f"ladder written to {out}: " + ", ".join(
+            f"{e['steps']} steps: memorised {e['memorised_share']:.3f}, member-closer {e['member_closer_share']:.3f}, "
+            f"nearest AUC {e['nearest_test_auc']['value']:.3f}" for e in entries))
+        return summary
 
 
 def _build_rung(ladder: _Ladder, generator, folder: Path, steps: int) -> dict:
     """Train on to `steps`, sample, write the rung's benchmark, meter it; returns its ladder entry."""
     spec, member, rungs = ladder.spec, ladder.member, ladder.rungs
-    log(f"ladder: rung {rungs.index(steps) + 1}/{len(rungs)}: training to {steps} steps", ladder.quiet)
+    log(f"ladder: rung {rungs.index(steps) + 1}/{len(rungs)}: training to {steps} steps")
     generator.fit(ladder.images[member], max_steps=steps, steps_per_epoch=ladder.per_epoch, keep_state=True)
     if generator.steps_trained != steps:
         raise SynthleakError(f"{folder.parent}: its training state is at step {generator.steps_trained}, past rung "
@@ -224,7 +224,7 @@ def _build_rung(ladder: _Ladder, generator, folder: Path, steps: int) -> dict:
     return entry
 
 
-def _log_ladder_progress(entries: list[dict], rungs: list[int], elapsed: float, quiet: bool) -> None:
+def _log_ladder_progress(entries: list[dict], rungs: list[int], elapsed: float) -> None:
     e = entries[-1]
     line = (f"ladder: rung {len(entries)}/{len(rungs)} ({e['steps']} steps): memorised {e['memorised_share']:.3f}, "
             f"member-closer {e['member_closer_share']:.3f}, nearest test AUC {e['nearest_test_auc']['value']:.3f}")
@@ -234,7 +234,7 @@ def _log_ladder_progress(entries: list[dict], rungs: list[int], elapsed: float, 
         per_rung = e.get("sample_seconds", 0) + e.get("meter_seconds", 0)
         eta = (rest[-1] - e["steps"]) / e["steps_per_s"] + per_rung * len(rest)
         line += f" | {e['steps_per_s']:.2f} steps/s, {elapsed / 60:.0f} min so far, ETA {eta / 60:.0f} min"
-    log(line, quiet)
+    log(line)
 
 
 def _publish(partial: Path, out: Path, rungs: list[int], summary: dict, force: bool) -> None:

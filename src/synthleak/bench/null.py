@@ -28,7 +28,7 @@ def null_world(seed: int = 11, patients: int = 160, slices: int = 3, n_synthetic
     """(images, patient of each image, ids, synthetic ImageSet from a generator that saw none of them)."""
     images, patient = make_phantoms(patients, slices, seed=seed)
     others, _ = make_phantoms(patients // 2, slices, seed=seed + 1)
-    generator = make_generator(BenchSpec(generator="rae-gmm", seed=seed), quiet=True).fit(others, epochs=60)
+    generator = make_generator(BenchSpec(generator="rae-gmm", seed=seed)).fit(others, epochs=60)
     synthetic = ImageSet.from_arrays(generator.sample(n_synthetic), [f"gen_{i:04d}" for i in range(n_synthetic)])
     return images, patient, [f"real_{i:04d}" for i in range(len(images))], synthetic
 

@@ -108,7 +108,7 @@ class ImageSet:
         """uint8 pixels [len(indices), H, W] of a few images (report tiles)."""
         return self.pixels[np.asarray(indices, dtype=int)]
 
-    def materialise(self, indices=None, quiet: bool = True) -> "ImageSet":
+    def materialise(self, indices=None) -> "ImageSet":
         """The images (all, or `indices`) in memory: the set itself, or a subset."""
         return self if indices is None else self.subset(indices)
 

@@ -226,11 +226,11 @@ class LazyImageSet:
             out[row] = self._frame(entry, decoded[entry.path])
         return out
 
-    def materialise(self, indices=None, quiet: bool = True) -> ImageSet:
+    def materialise(self, indices=None) -> ImageSet:
         """The images (all, or `indices`) decoded into an in-memory ImageSet, keyed by pixel hashes."""
         part = self if indices is None else self.subset(indices)
         pixels = np.empty((len(part), self.size, self.size), dtype=np.uint8)
-        progress = Progress(f"decoding {len(part)} synthetic images", len(part), quiet=quiet, every=PROGRESS_EVERY_S)
+        progress = Progress(f"decoding {len(part)} synthetic images", len(part), every=PROGRESS_EVERY_S)
         for s, chunk in part.iter_chunks():
             pixels[s:s + len(chunk)] = chunk.pixels
             progress.update(s + len(chunk), "images")

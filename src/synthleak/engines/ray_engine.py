@@ -14,6 +14,7 @@ A file that cannot be read stops the run with the same one-line error as the loc
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from ..config import MethodConfig
 from ..data.images import ImageSet, decode_file
 from ..data.stream import DEFAULT_CHUNK, LazyImageSet
 from ..errors import DataError, SynthleakError, UnreadableInputError
+from ..runtime import LOGGER, is_quiet
 
 INSTALL_HINT = "pip install 'synthleak[ray]'"
 
@@ -52,11 +54,11 @@ def _ray():
 def _connect(ray, cfg: MethodConfig) -> None:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
-                 ignore_reinit_error=True, log_to_driver=not cfg.quiet)
+                 ignore_reinit_error=True, log_to_driver=not is_quiet())
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not cfg.quiet
+    ctx.enable_progress_bars = not is_quiet()
     if hasattr(ctx, "enable_operator_progress_bars"):
-        ctx.enable_operator_progress_bars = not cfg.quiet
+        ctx.enable_operator_progress_bars = not is_quiet()
 
 
 def _file_table(images: LazyImageSet, start: int) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
@@ -108,7 +110,8 @@ class EmbedImages:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when Ray gave this actor one
-        extractor.cfg = replace(extractor.cfg, device=device, quiet=True)
+        extractor.cfg = replace(extractor.cfg, device=device)
+        LOGGER.setLevel(logging.WARNING)  # an actor's lines would interleave with the driver's progress
         for value in vars(extractor).values():
             if isinstance(value, torch.nn.Module):
                 value.to(device)

@@ -81,7 +81,7 @@ class TrainedModelExtractor(FeatureExtractor):
     def fit(self, synthetic: ImageSet, description: str = "") -> "TrainedModelExtractor":
         if self.cfg.weights:
             self.model, self.meta = self.load_model(self.cfg.weights)
-            log(f"[{self.name}] using trained weights {self.cfg.weights} (no training)", self.cfg.quiet)
+            log(f"[{self.name}] using trained weights {self.cfg.weights} (no training)")
         else:
             self.model, self.meta = self.train_model(synthetic, description)
         self._digest = state_digest(self.model)

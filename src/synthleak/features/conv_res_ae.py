@@ -134,8 +134,7 @@ class ConvResAEExtractor(FeatureExtractor):
             self.history = list(meta.get("history", []))
             return model
 
-        model = cached_model(path, load, lambda: self._train(self._new_model(), synthetic, key, path), self.name,
-                             self.cfg.quiet)
+        model = cached_model(path, load, lambda: self._train(self._new_model(), synthetic, key, path), self.name)
         model.eval()
         self.model = model
         self.weights_key = state_digest(model)
@@ -147,7 +146,7 @@ class ConvResAEExtractor(FeatureExtractor):
             model, resize_u8(synthetic.pixels, self.image_size), l1_reconstruction, lr=self.lr,
             batch_size=self.batch_size, metric="L1", min_batch=2, epochs=self.epochs, seed=self.cfg.seed,
             device=self.cfg.device, state_path=path.with_name(path.name + ".partial") if path is not None else None,
-            fingerprint=key, last_path=path, label=self.name, quiet=self.cfg.quiet,
+            fingerprint=key, last_path=path, label=self.name,
             meta=lambda r: {"kind": self.name, "settings": self.settings(), "images": len(synthetic),
                             "history": _losses(r)})
         self.history = _losses(result)

@@ -117,7 +117,7 @@ def train_copy_encoder(images: ImageSet, cfg: MethodConfig, settings: CopySettin
     key = make_key(ARCH, VERSION, asdict(settings), images.content_key(), cfg.seed)
     path = model_path(cfg.cache_dir, ARCH, key)
     return cached_model(path, lambda p: load_copy_encoder(p, cfg.device),
-                        lambda: _train_copy_encoder(images, settings, cfg, key, path, description), "copy", cfg.quiet)
+                        lambda: _train_copy_encoder(images, settings, cfg, key, path, description), "copy")
 
 
 def _train_copy_encoder(images: ImageSet, settings: CopySettings, cfg: MethodConfig, key: str, path: Path | None,
@@ -138,7 +138,7 @@ def _train_copy_encoder(images: ImageSet, settings: CopySettings, cfg: MethodCon
         model, resize_u8(images.pixels, settings.image_size), copy_augment, lr=settings.lr,
         batch_size=settings.batch_size, temperature=settings.temperature, epochs=epochs, seed=cfg.seed,
         device=cfg.device, state_path=Path(f"{path}.partial") if path is not None else None, fingerprint=key,
-        last_path=path, meta=meta, label="copy", quiet=cfg.quiet)
+        last_path=path, meta=meta, label="copy")
     return model, meta(result)
 
 

@@ -98,15 +98,14 @@ def train_or_load(domain_a: ImageSet, domain_b: ImageSet, settings: DCLGANSettin
         load_into(model, state, p)
         return TrainedCritic(model.to(cfg.device).eval(), key, settings, meta)
 
-    return cached_model(path, load, lambda: _train_dclgan(domain_a, domain_b, settings, cfg, key, path), "dclgan",
-                        cfg.quiet)
+    return cached_model(path, load, lambda: _train_dclgan(domain_a, domain_b, settings, cfg, key, path), "dclgan")
 
 
 def _train_dclgan(domain_a: ImageSet, domain_b: ImageSet, settings: DCLGANSettings, cfg: MethodConfig, key: str,
                   path) -> TrainedCritic:
     a = to_model_input(domain_a.pixels, settings.image_size)
     b = to_model_input(domain_b.pixels, settings.image_size)
-    trainer = DCLGANTrainer(settings, cfg.device, cfg.seed, cfg.quiet)
+    trainer = DCLGANTrainer(settings, cfg.device, cfg.seed)
     partial = path.with_suffix(".partial.pt") if path is not None else None
     record = trainer.fit(a, b, partial)
     meta = {"version": VERSION, "settings": settings.key_dict(), "domain_a": len(domain_a),

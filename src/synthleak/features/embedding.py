@@ -58,7 +58,7 @@ def training_synthetic(data: AuditData, cfg: MethodConfig) -> tuple[ImageSet, st
         idx = np.sort(rng.choice(len(images), cfg.max_train_images, replace=False))
         images = images.subset(idx)
         desc += f", random subset of {cfg.max_train_images}"
-    return images.materialise(quiet=cfg.quiet), desc
+    return images.materialise(), desc
 
 
 def embed(data: AuditData, cfg: MethodConfig, need_synthetic: bool = True) -> Embedding:

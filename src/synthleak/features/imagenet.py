@@ -187,7 +187,7 @@ class ImageNetLiteExtractor(FeatureExtractor):
         model = self.model()
         model.eval()
         out = np.empty((len(images), self.dim()), dtype=np.float32)
-        progress = Progress(f"{self.name} features", len(images), quiet=self.cfg.quiet)
+        progress = Progress(f"{self.name} features", len(images))
         every = max(1, 512 // self.batch_size)
         for b, start in enumerate(range(0, len(images), self.batch_size)):
             stop = min(start + self.batch_size, len(images))

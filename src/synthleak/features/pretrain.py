@@ -51,7 +51,7 @@ from ..models.classifier import evaluate as _evaluate  # module-level name: test
 from ..models.engine import IndexBatches, TrainingEngine
 from ..models.tensors import resize_u8
 from ..options import Options, check_options, option
-from ..runtime import log, seed_everything
+from ..runtime import log, seed_everything, verbosity
 
 __all__ = ["ClassFolderData", "augment", "load_class_folders", "load_pretrained_encoder", "run_pretrain"]
 
@@ -216,74 +216,74 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
 
     Returns a flat summary (printed by the CLI); the per-epoch history is in the checkpoint's meta.
     """
-    import torch
+    with verbosity(cfg.quiet):
+        import torch
 
-    from . import ENCODER_ARCHS, FEATURE_OPTIONS, load_object
+        from . import ENCODER_ARCHS, FEATURE_OPTIONS, load_object
 
-    if cfg.arch not in ENCODER_ARCHS:
-        raise SynthleakError(f"--arch {cfg.arch}: unknown architecture (choose from {', '.join(ENCODER_ARCHS)})")
-    if cfg.epochs < 1:
-        raise SynthleakError(f"--epochs {cfg.epochs}: must be at least 1")
-    arch_options = [load_object(FEATURE_OPTIONS["conv-res-ae"])] if cfg.arch == "conv-res" else []  # dropout
-    check_options(cfg.options, [PretrainOptions, *arch_options], f"pretrain --arch {cfg.arch}")
-    if cfg.batch_size < 1:
-        raise SynthleakError(f"--batch-size {cfg.batch_size}: must be at least 1")
-    out = Path(cfg.out)
-    _check_output(out, cfg.force)
-    seed_everything(cfg.seed)
-    data = load_class_folders(Path(cfg.data), cfg.seed, cfg.max_images,
-                              _fraction(cfg, "valid_fraction"), _fraction(cfg, "test_fraction"))
-    counts = data.counts()
-    log(f"[pretrain {cfg.arch}] {cfg.data}: classes {data.classes}; images {counts}", cfg.quiet)
+        if cfg.arch not in ENCODER_ARCHS:
+            raise SynthleakError(f"--arch {cfg.arch}: unknown architecture (choose from {', '.join(ENCODER_ARCHS)})")
+        if cfg.epochs < 1:
+            raise SynthleakError(f"--epochs {cfg.epochs}: must be at least 1")
+        arch_options = [load_object(FEATURE_OPTIONS["conv-res-ae"])] if cfg.arch == "conv-res" else []  # dropout
+        check_options(cfg.options, [PretrainOptions, *arch_options], f"pretrain --arch {cfg.arch}")
+        if cfg.batch_size < 1:
+            raise SynthleakError(f"--batch-size {cfg.batch_size}: must be at least 1")
+        out = Path(cfg.out)
+        _check_output(out, cfg.force)
+        seed_everything(cfg.seed)
+        data = load_class_folders(Path(cfg.data), cfg.seed, cfg.max_images,
+                                  _fraction(cfg, "valid_fraction"), _fraction(cfg, "test_fraction"))
+        counts = data.counts()
+        log(f"[pretrain {cfg.arch}] {cfg.data}: classes {data.classes}; images {counts}")
 
-    spec = load_object(ENCODER_ARCHS[cfg.arch])(cfg)
-    lr, size = float(cfg.lr if cfg.lr is not None else spec.lr), int(spec.input_size)
-    pixels = {s: resize_u8(data.pixels[s], size) for s in SPLITS}
-    model = EncoderClassifier(spec.encoder, len(data.classes)).to(cfg.device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=spec.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, int(spec.step_size)), gamma=spec.gamma)
+        spec = load_object(ENCODER_ARCHS[cfg.arch])(cfg)
+        lr, size = float(cfg.lr if cfg.lr is not None else spec.lr), int(spec.input_size)
+        pixels = {s: resize_u8(data.pixels[s], size) for s in SPLITS}
+        model = EncoderClassifier(spec.encoder, len(data.classes)).to(cfg.device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=spec.weight_decay)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, int(spec.step_size)), gamma=spec.gamma)
 
-    def validate(_engine) -> dict:
-        loss, accuracy = _evaluate(model, pixels["valid"], data.labels["valid"], cfg.batch_size, cfg.device)
-        return {"valid_loss": loss, "valid_accuracy": accuracy}
+        def validate(_engine) -> dict:
+            loss, accuracy = _evaluate(model, pixels["valid"], data.labels["valid"], cfg.batch_size, cfg.device)
+            return {"valid_loss": loss, "valid_accuracy": accuracy}
 
-    engine = TrainingEngine(
-        classification_step(pixels["train"], data.labels["train"], spec.augment), modules={"model": model},
-        optimizers={"model": opt}, schedulers={"model": sched},
-        batches=IndexBatches(len(data.labels["train"]), cfg.batch_size, min_batch=2), epochs=cfg.epochs,
-        # best = highest validation accuracy, ties broken by lower validation loss
-        validate=validate, best_score=lambda m: (m["valid_accuracy"], -m["valid_loss"]),
-        seed=cfg.seed, device=cfg.device, state_path=partial_path(out),
-        fingerprint=_fingerprint(cfg, spec, data, lr), label=f"pretrain {cfg.arch}", quiet=cfg.quiet)
-    result = engine.run()
-    history, best_state = result.history, result.best_state["model"]
+        engine = TrainingEngine(
+            classification_step(pixels["train"], data.labels["train"], spec.augment), modules={"model": model},
+            optimizers={"model": opt}, schedulers={"model": sched},
+            batches=IndexBatches(len(data.labels["train"]), cfg.batch_size, min_batch=2), epochs=cfg.epochs,
+            # best = highest validation accuracy, ties broken by lower validation loss
+            validate=validate, best_score=lambda m: (m["valid_accuracy"], -m["valid_loss"]),
+            seed=cfg.seed, device=cfg.device, state_path=partial_path(out),
+            fingerprint=_fingerprint(cfg, spec, data, lr), label=f"pretrain {cfg.arch}")
+        result = engine.run()
+        history, best_state = result.history, result.best_state["model"]
 
-    model.load_state_dict(best_state)
-    test_loss, test_acc = _evaluate(model, pixels["test"], data.labels["test"], cfg.batch_size, cfg.device)
-    test_acc_out = None if math.isnan(test_acc) else test_acc
-    best_acc = result.best_metrics["valid_accuracy"]
-    log(f"[pretrain {cfg.arch}] best epoch {result.best_epoch} (valid accuracy {best_acc:.3f});"
-        f" test accuracy {'n/a' if test_acc_out is None else f'{test_acc:.3f}'} on {counts['test']} images",
-        cfg.quiet)
-    meta = {
-        "arch": cfg.arch, "encoder_meta": spec.meta, "classes": data.classes,
-        "best_valid_accuracy": best_acc, "best_epoch": result.best_epoch, "test_accuracy": test_acc_out,
-        "test_loss": None if math.isnan(test_loss) else test_loss, "epochs": cfg.epochs, "input_size": size,
-        "lr": lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "augment": spec.augment,
-        "data": str(cfg.data), "layout": data.layout, "image_counts": counts, "history": history,
-    }
-    _check_output(out, cfg.force)  # the file may have appeared while we trained
-    save_checkpoint(out, best_state, meta)
-    engine.clear_state()
-    start_epoch = result.resumed_from_epoch
-    seconds = [h["seconds"] for h in history[start_epoch:]] or [h["seconds"] for h in history]
-    return {
-        "out": str(out), "arch": cfg.arch, "classes": data.classes, "image_counts": counts,
-        "best_epoch": result.best_epoch, "best_valid_accuracy": best_acc, "test_accuracy": test_acc_out,
-        "epochs": cfg.epochs, "input_size": size, "seconds_per_epoch": float(np.mean(seconds)),
-        "resumed_from_epoch": start_epoch,
-        "final_train_loss": history[-1]["train_loss"], "first_train_loss": history[0]["train_loss"],
-    }
+        model.load_state_dict(best_state)
+        test_loss, test_acc = _evaluate(model, pixels["test"], data.labels["test"], cfg.batch_size, cfg.device)
+        test_acc_out = None if math.isnan(test_acc) else test_acc
+        best_acc = result.best_metrics["valid_accuracy"]
+        log(f"[pretrain {cfg.arch}] best epoch {result.best_epoch} (valid accuracy {best_acc:.3f});"
+            f" test accuracy {'n/a' if test_acc_out is None else f'{test_acc:.3f}'} on {counts['test']} images")
+        meta = {
+            "arch": cfg.arch, "encoder_meta": spec.meta, "classes": data.classes,
+            "best_valid_accuracy": best_acc, "best_epoch": result.best_epoch, "test_accuracy": test_acc_out,
+            "test_loss": None if math.isnan(test_loss) else test_loss, "epochs": cfg.epochs, "input_size": size,
+            "lr": lr, "batch_size": cfg.batch_size, "seed": cfg.seed, "augment": spec.augment,
+            "data": str(cfg.data), "layout": data.layout, "image_counts": counts, "history": history,
+        }
+        _check_output(out, cfg.force)  # the file may have appeared while we trained
+        save_checkpoint(out, best_state, meta)
+        engine.clear_state()
+        start_epoch = result.resumed_from_epoch
+        seconds = [h["seconds"] for h in history[start_epoch:]] or [h["seconds"] for h in history]
+        return {
+            "out": str(out), "arch": cfg.arch, "classes": data.classes, "image_counts": counts,
+            "best_epoch": result.best_epoch, "best_valid_accuracy": best_acc, "test_accuracy": test_acc_out,
+            "epochs": cfg.epochs, "input_size": size, "seconds_per_epoch": float(np.mean(seconds)),
+            "resumed_from_epoch": start_epoch,
+            "final_train_loss": history[-1]["train_loss"], "first_train_loss": history[0]["train_loss"],
+        }
 
 
 @dataclass(frozen=True)

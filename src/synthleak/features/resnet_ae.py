@@ -92,7 +92,7 @@ def train_resnet_ae(images: ImageSet, cfg: MethodConfig, settings: ResNetAESetti
     key = make_key(ARCH, VERSION, asdict(settings), images.content_key(), cfg.seed)
     path = model_path(cfg.cache_dir, ARCH, key)
     return cached_model(path, lambda p: load_resnet_ae(p, cfg.device),
-                        lambda: _train_resnet_ae(images, settings, cfg, key, path, description), ARCH, cfg.quiet)
+                        lambda: _train_resnet_ae(images, settings, cfg, key, path, description), ARCH)
 
 
 def _train_resnet_ae(images: ImageSet, settings: ResNetAESettings, cfg: MethodConfig, key: str, path: Path | None,
@@ -111,7 +111,7 @@ def _train_resnet_ae(images: ImageSet, settings: ResNetAESettings, cfg: MethodCo
         model, resize_images(images.pixels, settings.image_size), l1_reconstruction, lr=settings.lr,
         batch_size=settings.batch_size, metric="l1", sort_batches=True, min_batch=2, epochs=settings.epochs,
         seed=cfg.seed, device=cfg.device, state_path=Path(f"{path}.partial") if path is not None else None,
-        fingerprint=key, last_path=path, meta=meta, label=ARCH, quiet=cfg.quiet)
+        fingerprint=key, last_path=path, meta=meta, label=ARCH)
     return model, meta(result)
 
 

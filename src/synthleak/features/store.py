@@ -75,7 +75,7 @@ def image_features(extractor: FeatureExtractor, images: ImageSource, cfg: Method
             if feats is None:  # pragma: no cover - a store written just now must open
                 raise SynthleakError(f"{path}: feature store could not be read back")
         else:
-            log(f"[{extractor.name} features] {len(images)} images from the store {path.name}", cfg.quiet)
+            log(f"[{extractor.name} features] {len(images)} images from the store {path.name}")
     return feats
 
 
@@ -165,7 +165,7 @@ def _build(path: Path, extractor: FeatureExtractor, images: LazyImageSet, cfg: M
     start, dim = _resume_point(partial, progress_file, n)
     label = f"{extractor.name} features"
     if start:
-        log(f"[{label}] resuming an interrupted build at image {start} of {n}", cfg.quiet)
+        log(f"[{label}] resuming an interrupted build at image {start} of {n}")
     if cfg.engine == "ray":
         from ..engines.ray_engine import ray_feature_batches
 
@@ -175,7 +175,7 @@ def _build(path: Path, extractor: FeatureExtractor, images: LazyImageSet, cfg: M
         batches = ((s, extractor.transform(chunk)) for s, chunk in images.iter_chunks(DEFAULT_CHUNK, start))
         checkpoints = True
     writer: StoreWriter | None = None if dim is None else StoreWriter(partial, n, dim, create=False)
-    progress = Progress(f"{label} of {n} images", n - start, quiet=cfg.quiet, every=PROGRESS_EVERY_S)
+    progress = Progress(f"{label} of {n} images", n - start, every=PROGRESS_EVERY_S)
     done, last_checkpoint = 0, time.perf_counter()
     try:
         for where, feats in batches:
@@ -200,7 +200,7 @@ def _build(path: Path, extractor: FeatureExtractor, images: LazyImageSet, cfg: M
     progress_file.unlink(missing_ok=True)
     elapsed = progress.elapsed
     log(f"[{label}] {done} images in {format_seconds(elapsed)} ({done / max(elapsed, 1e-9):.0f} images/s) -> "
-        f"{path.name}", cfg.quiet)
+        f"{path.name}")
 
 
 __all__ = ["ENGINES", "StoreWriter", "image_features", "open_store", "store_root"]

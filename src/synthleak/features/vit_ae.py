@@ -118,7 +118,7 @@ class ViTAESettings:
         return {"model": "vit-ae", "version": MODEL_VERSION, **parts}
 
 
-def build_autoencoder(settings: ViTAESettings, quiet: bool = True) -> tuple[ViTAutoencoder, str]:
+def build_autoencoder(settings: ViTAESettings) -> tuple[ViTAutoencoder, str]:
     """A fresh autoencoder with its encoder initialised as configured; returns (model, init description)."""
     model = ViTAutoencoder(settings.vit_size, settings.latent, settings.vit_input)
     init = "random"
@@ -130,7 +130,7 @@ def build_autoencoder(settings: ViTAESettings, quiet: bool = True) -> tuple[ViTA
         accuracy = meta.get("test_accuracy")
         init = (f"synthleak pretrain checkpoint {Path(settings.encoder).name} (pre-trained on {meta.get('data', '?')}"
                 f"{f', test accuracy {accuracy:.3f}' if isinstance(accuracy, float) else ''})")
-    log(f"[vit-ae] encoder ViT-{settings.vit_size}/16 at {settings.vit_input}px, init: {init}", quiet)
+    log(f"[vit-ae] encoder ViT-{settings.vit_size}/16 at {settings.vit_input}px, init: {init}")
     return model, init
 
 
@@ -142,7 +142,7 @@ def train_autoencoder(model: ViTAutoencoder, images: ImageSet, settings: ViTAESe
         model, images.pixels, tanh_space_mse, lr=settings.lr, weight_decay=settings.weight_decay,
         batch_size=settings.batch_size, metric="mse", sort_batches=True, epochs=settings.epochs, seed=cfg.seed,
         epoch_seed=lambda epoch: cfg.seed * 1000 + epoch, device=cfg.device, state_path=partial,
-        label="vit-ae", quiet=cfg.quiet)
+        label="vit-ae")
     return [epoch.get("mse", 0.0) for epoch in result.history]
 
 
@@ -154,7 +154,7 @@ def fit_autoencoder(images: ImageSet, cfg: MethodConfig, settings: ViTAESettings
     """
     key = make_key(settings.key_parts(), images.content_key(), cfg.seed)
     path = model_path(cfg.cache_dir, "vit-ae", key)
-    model, init = build_autoencoder(settings, cfg.quiet)
+    model, init = build_autoencoder(settings)
     record = {"encoder init": init, "epochs": settings.epochs}
 
     def load(p) -> ViTAutoencoder:
@@ -175,16 +175,15 @@ def fit_autoencoder(images: ImageSet, cfg: MethodConfig, settings: ViTAESettings
             partial.unlink(missing_ok=True)
         return fresh.eval()
 
-    return cached_model(path, load, train, "vit-ae", cfg.quiet), key, record
+    return cached_model(path, load, train, "vit-ae"), key, record
 
 
 @torch.no_grad()
-def encode_images(model: ViTAutoencoder, images: ImageSet, device: str, batch_size: int = 32,
-                  quiet: bool = True) -> np.ndarray:
+def encode_images(model: ViTAutoencoder, images: ImageSet, device: str, batch_size: int = 32) -> np.ndarray:
     """[n, latent + 1]: latent features and, in the last column, the per-image reconstruction MSE."""
     model.eval().to(device)
     out = np.empty((len(images), model.to_latent.out_features + 1), dtype=np.float32)
-    progress = Progress("vit-ae encode", len(images), quiet)
+    progress = Progress("vit-ae encode", len(images))
     for i, idx in enumerate(batches(len(images), batch_size)):
         batch = to_tensor(images.pixels[idx], device)
         with autocast(device):
@@ -228,7 +227,7 @@ class ViTAEExtractor(FeatureExtractor):
         if key not in self._encoded:
             self._encoded[key] = cached_array(self.cfg.cache_dir, "features/vit-ae-full", key,
                                               lambda: encode_images(model, images, self.cfg.device,
-                                                                    self.settings.batch_size, self.cfg.quiet))
+                                                                    self.settings.batch_size))
         return self._encoded[key]
 
     def transform(self, images: ImageSet) -> np.ndarray:

@@ -13,6 +13,7 @@ from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..features import load_object
 from ..options import Options, check_options
+from ..runtime import verbosity
 from .base import Method, MethodResult, MethodSpec
 from .calibrated import Calibrated
 from .context import AuditContext, as_context
@@ -148,7 +149,8 @@ def run_method(name: str, data: AuditData | AuditContext, cfg: MethodConfig) -> 
     audit = as_context(data, cfg)
     if get_method(name).needs_labelled and not audit.data.has_labelled:
         raise SynthleakError(f"method {name} needs labelled reals (real_used/ and real_not_used/)")
-    return make_method(name, cfg).run(audit)
+    with verbosity(cfg.quiet):
+        return make_method(name, cfg).run(audit)
 
 
 __all__ = ["CONTROL", "DEFAULT_METHOD", "SHIFT_DECISION", "METHODS", "AuditContext", "Calibrated", "Method",

@@ -222,7 +222,7 @@ def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSet
                                  "real_not_used images (use fewer --folds)")
         non_members = images.subset(tr[y[tr] == 0])
         log(f"[seed-dclgan] fold {k + 1}/{len(folds)}: DCLGAN on {len(train_images)} generated vs "
-            f"{len(non_members)} training-fold real_not_used", cfg.quiet)
+            f"{len(non_members)} training-fold real_not_used")
         trained = train_or_load(train_images, non_members, settings, cfg, tag=f"real_not_used-fold{k}")
         r = read_all(trained, data, synthetic, cfg)
         per_fold.append(r)

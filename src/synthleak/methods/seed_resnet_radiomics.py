@@ -263,7 +263,7 @@ def run(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
 
     ae = ResNetAEExtractor(cfg).fit(train_images, train_desc)
     rad = RadiomicsExtractor(cfg)
-    log(f"[seed-resnet-radiomics] features of {len(reference_images)} synthetic images", cfg.quiet)
+    log(f"[seed-resnet-radiomics] features of {len(reference_images)} synthetic images")
     space = SignalSpace(_features(ae, rad, reference_images))
     lab_images, y = data.labelled() if data.has_labelled else (None, None)
     x_lab, uns_lab, _ = space.table(_features(ae, rad, lab_images)) if y is not None else (None, {}, None)

@@ -40,7 +40,7 @@ def train_reconstruction(model: nn.Module, pixels: np.ndarray, loss: Reconstruct
     """Train `model` with Adam on `loss` over shuffled batches of `pixels` through the engine.
 
     sort_batches / min_batch: see IndexBatches; engine_args go to TrainingEngine (epochs, seed,
-    device, state_path, fingerprint, last_path, meta, label, quiet, ...)."""
+    device, state_path, fingerprint, last_path, meta, label, log_every, ...)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     engine = TrainingEngine(reconstruction_step(pixels, loss, metric), modules={"ae": model},
                             optimizers={"ae": optimizer},

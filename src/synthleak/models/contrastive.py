@@ -109,7 +109,7 @@ def train_contrastive(model: CopyEncoder, pixels: np.ndarray, view: ViewFn, *, l
     """Train `model` on `pixels` (uint8 [n, S, S] at the model's input size) through the engine:
     AdamW with a cosine learning-rate decay over `epochs` (to lr / 10, per epoch), shuffled batches
     (a trailing single image is skipped: one image has no negatives). engine_args go to
-    TrainingEngine (seed, device, state_path, fingerprint, last_path, meta, label, quiet, ...)."""
+    TrainingEngine (seed, device, state_path, fingerprint, last_path, meta, label, log_every, ...)."""
     if len(pixels) < 2:
         raise SynthleakError(f"copy encoder: {len(pixels)} training image(s); contrastive training needs at least 2")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -260,11 +260,10 @@ class TrainRecord:
 class DCLGANTrainer:
     """Trains a DCLGAN between domain A (generated images) and domain B through the engine, resumably."""
 
-    def __init__(self, settings: DCLGANSettings, device: str, seed: int, quiet: bool = False):
+    def __init__(self, settings: DCLGANSettings, device: str, seed: int):
         self.s = settings
         self.device = device
         self.seed = seed
-        self.quiet = quiet
         seed_everything(seed)
         self.model = DCLGAN(settings).to(device)
         self.opt_g = torch.optim.Adam(self.model.generator_parameters(), lr=settings.lr_g, betas=(0.5, 0.999))
@@ -344,6 +343,6 @@ class DCLGANTrainer:
             step, modules={"dclgan": self.model}, optimizers={"G": self.opt_g, "D": self.opt_d},
             schedulers={"G": self.sched_g, "D": self.sched_d}, batches=batches, epochs=s.epochs,
             time_budget_s=60 * s.train_minutes if s.train_minutes else None, seed=self.seed, device=self.device,
-            amp=s.amp, state_path=partial, label="dclgan", quiet=self.quiet)
+            amp=s.amp, state_path=partial, label="dclgan")
         result = engine.run()
         return TrainRecord(result.epochs_done, result.seconds, result.items_per_s, result.last_metrics)

@@ -234,7 +234,7 @@ class TrainingEngine:
     last_path / best_path / meta: safetensors checkpoints written at the end, with meta (a dict, or
         callable(result) -> dict) as their metadata. When one was written the state file is deleted;
         otherwise it is kept (a later call with more epochs continues it) until `clear_state()`.
-    label, quiet, log_every: progress lines on stderr every `log_every` epochs (and the last one),
+    label, log_every: progress lines (the "synthleak" logger) every `log_every` epochs (and the last one),
         plus a line inside an epoch every `progress_every_s` seconds.
     """
 
@@ -250,7 +250,7 @@ class TrainingEngine:
                  best_score: Callable[[dict], Any] | None = None,
                  last_path: str | Path | None = None, best_path: str | Path | None = None,
                  meta: dict | Callable[[TrainResult], dict] | None = None,
-                 label: str = "train", quiet: bool = False, log_every: int = 1,
+                 label: str = "train", log_every: int = 1,
                  progress_every_s: float = 60.0):
         if epochs is None and max_steps is None:
             raise SynthleakError(f"[{label}] training needs epochs or max_steps")
@@ -275,7 +275,7 @@ class TrainingEngine:
         self.last_path = Path(last_path) if last_path is not None else None
         self.best_path = Path(best_path) if best_path is not None else None
         self.meta = meta
-        self.label, self.quiet = label, quiet
+        self.label = label
         self.log_every, self.progress_every_s = max(1, log_every), progress_every_s
         for module in self.modules.values():
             module.to(device)
@@ -367,8 +367,7 @@ class TrainingEngine:
             best_metrics=self._best["metrics"] if self._best else None,
             best_state=self._best["state"] if self._best else None)
         if stop == "time_budget":
-            log(f"[{self.label}] time budget of {self.time_budget_s:g}s reached after {result.epochs_done} epochs",
-                self.quiet)
+            log(f"[{self.label}] time budget of {self.time_budget_s:g}s reached after {result.epochs_done} epochs")
         self._write_checkpoints(result)
         return result
 
@@ -403,8 +402,7 @@ class TrainingEngine:
                 last_line = now
                 of = f"/{per_epoch}" if per_epoch else ""
                 log(f"[{self.label}] epoch {self.epoch + 1} step {i + 1}{of} "
-                    f"{_format_metrics({k: s / seen for k, s in sums.items()})} | {seen / (now - t0):.1f} img/s",
-                    self.quiet)
+                    f"{_format_metrics({k: s / seen for k, s in sums.items()})} | {seen / (now - t0):.1f} img/s")
             if self._steps_exhausted():
                 break
         record = {"epoch": self.epoch + 1, **{k: s / max(seen, 1) for k, s in sums.items()}}
@@ -446,7 +444,7 @@ class TrainingEngine:
             eta = f", ETA {_format_seconds((total - done) * pace)}"
         of = f"/{total}" if total is not None else ""
         log(f"[{self.label}] epoch {done}{of} {_format_metrics(metrics)} | {record['items_per_s']:.1f} img/s, "
-            f"{pace:.1f}s/epoch{over}{eta}", self.quiet)
+            f"{pace:.1f}s/epoch{over}{eta}")
 
     # ------------------------------------------------------------------------ weights and state
     def weights(self) -> dict[str, dict]:
@@ -516,21 +514,19 @@ class TrainingEngine:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a damaged partial file is discarded, never trusted
-            log(f"[{self.label}] ignoring unreadable {path} ({str(exc).splitlines()[0][:120]})", self.quiet)
+            log(f"[{self.label}] ignoring unreadable {path} ({str(exc).splitlines()[0][:120]})")
             return len(self.history)
         if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
-            log(f"[{self.label}] ignoring {path}: it belongs to a different run (data or settings changed)",
-                self.quiet)
+            log(f"[{self.label}] ignoring {path}: it belongs to a different run (data or settings changed)")
             return len(self.history)
         backup = copy.deepcopy(self.state_dict())  # loading is in place: keep a copy to undo a half-load
         try:
             self.load_state_dict(state)
         except Exception as exc:
             self.load_state_dict(backup)
-            log(f"[{self.label}] ignoring {path}: it does not fit this model ({str(exc).splitlines()[0][:120]})",
-                self.quiet)
+            log(f"[{self.label}] ignoring {path}: it does not fit this model ({str(exc).splitlines()[0][:120]})")
             return len(self.history)
-        log(f"[{self.label}] resuming from {path} after epoch {len(self.history)}", self.quiet)
+        log(f"[{self.label}] resuming from {path} after epoch {len(self.history)}")
         return len(self.history)
 
     def _cuda_amp(self) -> bool:
