@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -54,15 +54,19 @@ class FeatureExtractor(ABC):
 
 
 class TrainedModelExtractor(FeatureExtractor):
-    """A feature space read out of one network trained on the synthetic images, or loaded with --weights.
+    """The base of every learned feature space: features read out of one network trained on the synthetic images.
 
-    Subclasses implement `train_model(synthetic, description)` (train or load from the cache) and
-    `load_model(path)`, both returning (model, meta), and set `version` (bumped when the network or
-    its training changes). The feature cache key is (name, version, digest of the weights).
+    Subclasses implement `train_model(synthetic, description)` -> (model, meta): train, or load what the model
+    cache holds for these images, settings and seed (one `cache.cached_model` step each), and set `version`
+    (bumped when the network or its training changes). Spaces whose `--weights` is a finished network of their
+    own (`loads_weights`) implement `load_model(path)`; the others may read `--weights` otherwise (an encoder's
+    initialisation). `model_digest()` names the trained model; the feature cache key is (name, version, digest).
     """
 
     trainable = True
     version: int = 1
+    #: whether `--weights FILE` is a trained network of this space, used instead of training
+    loads_weights: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
@@ -74,17 +78,21 @@ class TrainedModelExtractor(FeatureExtractor):
     def train_model(self, synthetic: ImageSet, description: str) -> tuple[Any, dict]:
         """(trained model, meta), trained on these synthetic images or loaded from the model cache."""
 
-    @abstractmethod
     def load_model(self, path: str) -> tuple[Any, dict]:
-        """(model, meta) from a checkpoint file (--weights)."""
+        """(model, meta) from a checkpoint file (--weights), for spaces that `loads_weights`."""
+        raise NotImplementedError(f"{self.name} does not load a trained network from --weights")
+
+    def model_digest(self) -> str:
+        """A name of the trained model that changes whenever its features would (default: its weights' digest)."""
+        return state_digest(self.model)
 
     def fit(self, synthetic: ImageSet, description: str = "") -> "TrainedModelExtractor":
-        if self.cfg.weights:
+        if self.cfg.weights and self.loads_weights:
             self.model, self.meta = self.load_model(self.cfg.weights)
             log(f"[{self.name}] using trained weights {self.cfg.weights} (no training)")
         else:
             self.model, self.meta = self.train_model(synthetic, description)
-        self._digest = state_digest(self.model)
+        self._digest = self.model_digest()
         return self
 
     def _require_model(self) -> Any:

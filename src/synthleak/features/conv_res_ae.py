@@ -26,13 +26,13 @@ from ..config import MethodConfig, PretrainConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
 from ..models.autoencoder import l1_reconstruction, train_reconstruction
-from ..models.checkpoint import file_digest, load_checkpoint, load_into, state_digest
+from ..models.checkpoint import file_digest, load_checkpoint, load_into
 from ..models.classifier import load_pretrained_encoder
 from ..models.conv_res_ae import DEFAULT_DROPOUT, FILTERS, ConvResAE, ConvResDecoder, ConvResEncoder
 from ..models.tensors import autocast, batches, resize_u8, to_tensor
 from ..options import Options, option
 from ..runtime import seed_everything
-from .base import EncoderSpec, FeatureExtractor
+from .base import EncoderSpec, TrainedModelExtractor
 
 __all__ = ["ConvResAE", "ConvResAEExtractor", "ConvResDecoder", "ConvResEncoder", "build_pretrain_encoder"]
 
@@ -77,12 +77,12 @@ def _dropout(options: dict) -> float:
 # ----------------------------------------------------------------------------- feature extractor
 
 
-class ConvResAEExtractor(FeatureExtractor):
+class ConvResAEExtractor(TrainedModelExtractor):
     """Pooled encoder features of a residual conv AE trained (L1) on the generated images."""
 
     name = "conv-res-ae"
+    version = MODEL_VERSION
     scale = True
-    trainable = True
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
@@ -102,8 +102,6 @@ class ConvResAEExtractor(FeatureExtractor):
         if self.epochs < 1 or self.batch_size < 1:
             raise SynthleakError("--epochs and --batch-size must be at least 1")
         self.model: ConvResAE | None = None
-        self.weights_key: str | None = None
-        self.history: list[float] = []
 
     def settings(self) -> dict:
         return {"version": MODEL_VERSION, "image_size": self.image_size, "epochs": self.epochs,
@@ -123,24 +121,30 @@ class ConvResAEExtractor(FeatureExtractor):
             load_into(model.encoder, state, self.encoder_path)
         return model.to(self.cfg.device)
 
-    def fit(self, synthetic: ImageSet) -> "ConvResAEExtractor":
+    def train_model(self, synthetic: ImageSet, description: str = "") -> tuple[ConvResAE, dict]:
         key = make_key(self.settings(), synthetic.content_key(), self.cfg.seed)
         path = model_path(self.cfg.cache_dir, self.name, key)
 
-        def load(p) -> ConvResAE:
+        def load(p) -> tuple[ConvResAE, dict]:
             model = self._new_model()
             state, meta = load_checkpoint(p)
             load_into(model, state, p)
-            self.history = list(meta.get("history", []))
-            return model
+            return model, {"history": list(meta.get("history", []))}
 
-        model = cached_model(path, load, lambda: self._train(self._new_model(), synthetic, key, path), self.name)
+        def train() -> tuple[ConvResAE, dict]:
+            model = self._new_model()
+            return model, {"history": self._train(model, synthetic, key, path)}
+
+        model, meta = cached_model(path, load, train, self.name)
         model.eval()
-        self.model = model
-        self.weights_key = state_digest(model)
-        return self
+        return model, meta
 
-    def _train(self, model: ConvResAE, synthetic: ImageSet, key: str, path: Path | None) -> ConvResAE:
+    @property
+    def history(self) -> list[float]:
+        """The training loss (L1) per epoch."""
+        return list(self.meta.get("history", []))
+
+    def _train(self, model: ConvResAE, synthetic: ImageSet, key: str, path: Path | None) -> list[float]:
         # A trailing batch of one image is dropped (BatchNorm); resumes from `<cached model>.partial`.
         result = train_reconstruction(
             model, resize_u8(synthetic.pixels, self.image_size), l1_reconstruction, lr=self.lr,
@@ -149,15 +153,9 @@ class ConvResAEExtractor(FeatureExtractor):
             fingerprint=key, last_path=path, label=self.name,
             meta=lambda r: {"kind": self.name, "settings": self.settings(), "images": len(synthetic),
                             "history": _losses(r)})
-        self.history = _losses(result)
-        return model
+        return _losses(result)
 
     # -- features -------------------------------------------------------------------------------
-
-    def _require_model(self) -> ConvResAE:
-        if self.model is None:
-            raise SynthleakError("conv-res-ae: fit() must run before features are extracted")
-        return self.model
 
     def transform(self, images: ImageSet) -> np.ndarray:
         model = self._require_model()
@@ -191,7 +189,9 @@ class ConvResAEExtractor(FeatureExtractor):
         return names
 
     def cache_key(self) -> str:
-        return make_key(self.name, self.settings(), self.weights_key)
+        self._require_model()
+        # the settings too: the pooling changes the features of the same weights
+        return make_key(self.name, self.settings(), self._digest)
 
 
 def _losses(result) -> list[float]:

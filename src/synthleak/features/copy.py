@@ -165,6 +165,7 @@ class CopyExtractor(TrainedModelExtractor):
 
     name = "copy"
     version = VERSION
+    loads_weights = True
     scale = False  # unit vectors: z-scoring would break s = 1 - d^2 / 2
 
     def __init__(self, cfg: MethodConfig):

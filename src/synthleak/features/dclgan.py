@@ -26,7 +26,7 @@ from ..models.dclgan import (DCLGAN, DCLGANSettings, DCLGANTrainer, PatchGANDisc
 from ..models.gan_losses import feature_matching_loss, histogram_loss, patch_nce_loss, r1_penalty, soft_histogram
 from ..models.tensors import autocast
 from ..options import Options, option
-from .base import FeatureExtractor
+from .base import TrainedModelExtractor
 
 __all__ = ["DCLGAN", "CriticExtractor", "CriticReadout", "DCLGANSettings", "DCLGANTrainer", "PatchGANDiscriminator",
            "PatchMLP", "ResnetGenerator", "TrainRecord", "TrainedCritic", "activation_maps", "dclgan_settings",
@@ -181,7 +181,7 @@ def activation_maps(critic: PatchGANDiscriminator, images: ImageSet, settings: D
 
 
 # ------------------------------------------------------------------------------ feature space
-class CriticExtractor(FeatureExtractor):
+class CriticExtractor(TrainedModelExtractor):
     """'dclgan-critic': pooled activations (channel mean and std) of the generated-domain critic.
 
     As a generic feature space it trains label-free: domain A and B are two seeded halves of the
@@ -189,23 +189,29 @@ class CriticExtractor(FeatureExtractor):
     """
 
     name = "dclgan-critic"
+    version = VERSION
     scale = True
-    trainable = True
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
         self.settings = dclgan_settings(cfg)
-        self.trained: TrainedCritic | None = None
+        self.model: TrainedCritic | None = None
 
-    def fit(self, synthetic: ImageSet) -> "CriticExtractor":
+    def train_model(self, synthetic: ImageSet, description: str = "") -> tuple[TrainedCritic, dict]:
         a, b = split_halves(synthetic, self.cfg.seed)
-        self.trained = train_or_load(a, b, self.settings, self.cfg, tag="halves")
-        return self
+        trained = train_or_load(a, b, self.settings, self.cfg, tag="halves")
+        return trained, trained.meta
+
+    def model_digest(self) -> str:
+        return self.model.key
+
+    @property
+    def trained(self) -> TrainedCritic | None:
+        """The trained DCLGAN and its critic."""
+        return self.model
 
     def _require(self) -> TrainedCritic:
-        if self.trained is None:
-            raise SynthleakError("dclgan-critic: fit() must run before transform() (the critic is trained)")
-        return self.trained
+        return self._require_model()
 
     def transform(self, images: ImageSet) -> np.ndarray:
         trained = self._require()

@@ -158,6 +158,7 @@ class ResNetAEExtractor(TrainedModelExtractor):
 
     name = "resnet-ae"
     version = VERSION
+    loads_weights = True
     scale = False  # one learned space: raw Euclidean / cosine geometry is meaningful
 
     def __init__(self, cfg: MethodConfig):

@@ -35,7 +35,7 @@ from ..models.vit_weights import (detect_layout, load_pretrained_vit_encoder, lo
                                   resample_position_embeddings, vit_state_from_file)
 from ..options import Options, option
 from ..runtime import Progress, log, seed_everything
-from .base import EncoderSpec, FeatureExtractor
+from .base import EncoderSpec, TrainedModelExtractor
 
 __all__ = ["VIT_SIZES", "ViTAEExtractor", "ViTAESettings", "ViTAutoencoder", "ViTDecoder", "ViTEncoder",
            "build_autoencoder", "build_pretrain_encoder", "detect_layout", "fit_autoencoder", "load_vit_weights",
@@ -195,30 +195,32 @@ def encode_images(model: ViTAutoencoder, images: ImageSet, device: str, batch_si
     return out
 
 
-class ViTAEExtractor(FeatureExtractor):
-    """Latent (default 512-d) of the ViT autoencoder trained on the generated images."""
+class ViTAEExtractor(TrainedModelExtractor):
+    """Latent (default 512-d) of the ViT autoencoder trained on the generated images (`--weights`: the ViT
+    encoder's initialisation, not a trained autoencoder)."""
 
     name = "vit-ae"
-    trainable = True
     scale = True
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
         self.settings = ViTAESettings.from_config(cfg)
         self.model: ViTAutoencoder | None = None
-        self.model_key: str | None = None
-        self.record: dict = {}
         self._encoded: dict[str, np.ndarray] = {}  # in-memory too: works with --cache-dir none
 
-    def fit(self, synthetic: ImageSet) -> "ViTAEExtractor":
-        self.model, self.model_key, self.record = fit_autoencoder(synthetic, self.cfg, self.settings)
+    def train_model(self, synthetic: ImageSet, description: str = "") -> tuple[ViTAutoencoder, dict]:
+        model, key, record = fit_autoencoder(synthetic, self.cfg, self.settings)
         self._encoded.clear()
-        return self
+        return model, {**record, "key": key}
 
-    def _require_model(self) -> ViTAutoencoder:
-        if self.model is None:
-            raise SynthleakError("vit-ae: fit() must train the autoencoder before features are extracted")
-        return self.model
+    def model_digest(self) -> str:
+        # the model key covers settings, training images and seed: the same key = the same weights
+        return self.meta["key"]
+
+    @property
+    def record(self) -> dict:
+        """How the autoencoder was made: encoder init, epochs, losses."""
+        return self.meta
 
     def encode(self, images: ImageSet) -> np.ndarray:
         """Latent features and reconstruction error ([n, latent + 1]), cached by content hash."""
@@ -241,10 +243,5 @@ class ViTAEExtractor(FeatureExtractor):
         return [f"vit_latent_{i}" for i in range(self.settings.latent)]
 
     def cache_key(self) -> str:
-        # The model key covers settings, training images and seed: the same key = the same weights.
-        return make_key(self.name, self._require_model_key())
-
-    def _require_model_key(self) -> str:
-        if self.model_key is None:
-            raise SynthleakError("vit-ae: fit() must train the autoencoder before features are extracted")
-        return self.model_key
+        self._require_model()
+        return make_key(self.name, self._digest)
