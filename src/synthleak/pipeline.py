@@ -86,6 +86,8 @@ class AuditReport:
     verdict_error: str | None = None
     #: unexpected exceptions caught in a method, the control or the verdict (RUN.errors.log)
     failures: list[Failure] = field(default_factory=list)
+    #: the audit's shared folds and embeddings (the report's evidence reuses its pixel embedding)
+    audit: AuditContext | None = None
 
     def rows(self) -> list[MethodReport]:
         """The requested methods, then the reference control when it was run only as a check."""
@@ -295,7 +297,8 @@ def run_audit(
             raise SynthleakError(f"--decision {rule.mode} needs labelled reals (real_used/ and real_not_used/) "
                                  "to measure false positives")
         y_test = test_labels(labels, audit_data)
-        report, audit = _new_report(audit_data, rule, cfg), AuditContext(audit_data, cfg)
+        report = _new_report(audit_data, rule, cfg)
+        report.audit = audit = AuditContext(audit_data, cfg)
         for n in names:
             log(f"running {n} ...")
             report.methods.append(run_one(n, audit, cfg, rule, y_test, n_boot, keep_going=len(names) > 1,

@@ -73,8 +73,8 @@ def embed(data: AuditData, cfg: MethodConfig, need_synthetic: bool = True) -> Em
         extractor.fit(train_images)
         record[f"{cfg.feature_space} feature model"] = desc
     syn = image_features(extractor, data.synthetic(cfg.synthetic_pool), cfg) if need_synthetic else None
-    lab = extractor.extract(data.labelled()[0]) if data.has_labelled else None
-    test = extractor.extract(data.real_unknown) if data.real_unknown is not None else None
+    lab = image_features(extractor, data.labelled()[0], cfg) if data.has_labelled else None
+    test = image_features(extractor, data.real_unknown, cfg) if data.real_unknown is not None else None
     if extractor.scale:
         ref = syn if syn is not None else np.concatenate([a for a in (lab, test) if a is not None])
         mu, sd = ref.mean(0), ref.std(0)

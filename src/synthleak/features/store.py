@@ -1,5 +1,10 @@
 """The feature store: features of a streamed image set, float32 on disk, memory-mapped when used.
 
+`image_features(extractor, images, cfg)` is the one way to get an image set's features in a space: a
+file-backed (lazy) set goes through the store below, an in-memory set through the extractor's content-hash
+cache (`FeatureExtractor.extract`, cache.cached_array); the audit's embeddings (features/embedding.py)
+are made with it.
+
 Only features are kept of the synthetic images: `image_features` streams a `LazyImageSet` chunk by
 chunk through an extractor's `transform` (decoding on the local engine's threads, or on a Ray
 cluster with `--engine ray`) and writes each chunk into `<cache>/features/<space>/<key>.npy`, a

@@ -68,11 +68,10 @@ class AuditContext:
 
 
 def _embedding_key(cfg: MethodConfig) -> tuple:
-    """What an embedding depends on: the run settings but those in _NOT_EMBEDDING, and the space's own keys."""
+    """What an embedding depends on: the run settings but those in _NOT_EMBEDDING, and the space's own settings
+    (read, so that a key set to its default value shares the embedding made without it)."""
     run = tuple((f.name, repr(getattr(cfg, f.name))) for f in fields(cfg) if f.name not in _NOT_EMBEDDING)
-    keys = {k for cls in feature_space_options(cfg.feature_space) for k in cls.keys()}
-    own = tuple(sorted((k, v) for k, v in cfg.options.items() if k in keys))
-    return run + own
+    return run + tuple(cls.read(cfg.options) for cls in feature_space_options(cfg.feature_space))
 
 
 def labelled_folds(data: AuditData, cfg: MethodConfig) -> list[tuple[np.ndarray, np.ndarray]]:

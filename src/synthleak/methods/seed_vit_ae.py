@@ -29,6 +29,7 @@ from ..errors import SynthleakError
 from ..features.vit_ae import ViTAEExtractor
 from ..options import Options, option
 from ..features.embedding import training_synthetic
+from ..features.store import image_features
 from .base import Method, MethodResult, Signal, cross_fitted_classifier
 from .context import AuditContext, as_context
 
@@ -111,8 +112,8 @@ def _classifier_signals(extractor: ViTAEExtractor, audit: AuditContext, cfg: Met
     """Nested-CV chosen classifier plus each candidate family alone, all cross-fitted."""
     data = audit.data
     images, y = data.labelled()
-    x_lab = extractor.extract(images)
-    x_test = extractor.extract(data.real_unknown) if data.real_unknown is not None else None
+    x_lab = image_features(extractor, images, cfg)
+    x_test = image_features(extractor, data.real_unknown, cfg) if data.real_unknown is not None else None
     folds = audit.folds(cfg)
     inner = _inner_folds(y, len(folds))
     trees = SeedViTAEOptions.read(cfg.options).rf_trees

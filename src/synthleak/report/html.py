@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -23,8 +24,8 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..data.runfile import atomic_write_text
 from ..features.pixels import PixelExtractor
-from ..features.store import image_features
 from ..methods import CONTROL
+from ..methods.context import AuditContext
 from ..pipeline import AuditReport, MethodReport
 
 N_EVIDENCE = 8
@@ -310,8 +311,12 @@ def write_report(report: AuditReport, folder: Path, force: bool = False, y_test:
     data = report.data
     synthetic = data.synthetic("all")
     pixel_space = PixelExtractor(MethodConfig(cache_dir="none"), side=64)
+    # the audit's own 64 px embedding (shared with its pixel-space methods), made here only when none ran in it
+    audit = report.audit or AuditContext(data, MethodConfig(cache_dir="none"))
+    evidence_cfg = replace(audit.cfg, feature_space="pixels", synthetic_pool="all", options={"pixel_side": "64"})
     index = None  # pixel-space index of every synthetic image: built only for a method without neighbours
-    test_pixels = pixel_space.transform(data.real_unknown) if data.real_unknown is not None else None
+    test_pixels = (audit.embedding(evidence_cfg, need_synthetic=False).test if data.real_unknown is not None
+                   else None)
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>synthleak audit report</title>",
              f"<style>{STYLE}</style></head><body>", "<h1>synthleak audit report</h1>",
              f"<p>Data: <code>{html.escape(data.source)}</code>: {len(synthetic)} synthetic images"
@@ -351,7 +356,7 @@ def write_report(report: AuditReport, folder: Path, force: bool = False, y_test:
         neighbours = m.result.neighbours
         if neighbours is None:
             if index is None:
-                index = NeighbourIndex(image_features(pixel_space, synthetic, pixel_space.cfg))
+                index = NeighbourIndex(audit.embedding(evidence_cfg).synthetic, mode=audit.cfg.search)
             neighbours = index.search(test_pixels, N_NEIGHBOURS)[1]
             parts.append("<p class='small'>Neighbours below are searched in pixel space (this method has no own "
                          "neighbours).</p>")
