@@ -48,7 +48,8 @@ class ShiftCheck:
             return head
         return (f"{head}: the labelled reals come from a different population than the test reals, so CV metrics "
                 "on them may not hold for the test set and a threshold chosen on them may not transfer "
-                "(prefer a calibrated method and --decision quantile or mixture)")
+                "(the default recipe then flags the labelled member rate among the test reals; for another method "
+                "prefer a calibrated score and --decision rate, quantile or mixture)")
 
 
 def shift_features(pixels: np.ndarray) -> np.ndarray:

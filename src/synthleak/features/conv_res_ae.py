@@ -58,7 +58,7 @@ def build_pretrain_encoder(cfg: PretrainConfig) -> EncoderSpec:
     size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
     if size < 16:
         raise SynthleakError(f"--image-size {size}: conv-res needs at least 16 pixels")
-    dropout = _dropout(cfg.options)
+    dropout = _dropout(ConvResAEOptions.read(cfg.options))
     encoder = ConvResEncoder(FILTERS, dropout, "avg")
     return EncoderSpec(
         encoder=encoder, input_size=size,
@@ -67,11 +67,10 @@ def build_pretrain_encoder(cfg: PretrainConfig) -> EncoderSpec:
     )
 
 
-def _dropout(options: dict) -> float:
-    value = ConvResAEOptions.read(options).dropout
-    if not 0 <= value < 1:
-        raise SynthleakError(f"--set dropout={options.get('dropout', value)!r}: expected a number in [0, 1)")
-    return value
+def _dropout(opts: ConvResAEOptions) -> float:
+    if not 0 <= opts.dropout < 1:
+        raise SynthleakError(f"--set dropout={opts.dropout!r}: expected a number in [0, 1)")
+    return opts.dropout
 
 
 # ----------------------------------------------------------------------------- feature extractor
@@ -91,7 +90,7 @@ class ConvResAEExtractor(TrainedModelExtractor):
         self.batch_size = int(cfg.batch_size or 32)
         opts = ConvResAEOptions.read(cfg.options)
         self.lr = opts.lr
-        self.dropout = _dropout(cfg.options)
+        self.dropout = _dropout(opts)
         self.pool = opts.pool
         self.encoder_path = Path(cfg.encoder) if cfg.encoder else None
         if self.encoder_path is not None and not self.encoder_path.is_file():

@@ -22,7 +22,7 @@ CONTROL = "control-real-only"
 #: what `synthleak audit` runs without --method (chosen on the evidence in benchmarks/results/calibration.md)
 DEFAULT_METHOD = "default"
 #: the default recipe's decision rule when the shift check fires: flag the labelled reals' member rate among the
-#: test reals (criterion 2 of benchmarks/results/suite.md, re-read on stop 25's rebuilt suite; was mixture)
+#: test reals (criterion 2 of benchmarks/results/suite.md)
 SHIFT_DECISION = "rate"
 
 _M = "synthleak.methods."
