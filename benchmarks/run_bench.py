@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--max-train-images", type=int)
-    p.add_argument("--vit-size", default="base")
+    p.add_argument("--vit-size", help="ViT size of the vit-ae methods (default: base)")
     p.add_argument("--encoder")
     p.add_argument("--groups")
     p.add_argument("--seed", type=int, default=0)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_audit(data, methods=names, cfg=cfg, labels=labels, groups=args.groups)
     seconds = time.perf_counter() - start
     settings = (f"methods {','.join(names)}; feature space {cfg.feature_space}; seed {cfg.seed}; epochs "
-                f"{cfg.epochs or 'default'}; image size {cfg.image_size or 'default'}; max train images "
+                f"{cfg.options.get('epochs', 'default')}; image size {cfg.options.get('image_size', 'default')}; max train images "
                 f"{cfg.max_train_images or 'all'}; options {cfg.options or '-'}")
     name = args.name or f"{data.name}-{args.methods.replace(',', '_')}"
     RESULTS.mkdir(parents=True, exist_ok=True)

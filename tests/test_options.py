@@ -92,3 +92,23 @@ def test_methods_details_lists_the_keys(capsys):
     assert main(["methods", "--details", "pixels32"]) == 0
     assert "--set keys: none" in capsys.readouterr().out
     assert main(["methods", "--details", "no-such-method"]) == 2
+
+
+def test_training_flags_are_settings_of_the_spaces_that_train(tiny_challenge, capsys):
+    """--epochs, --image-size, ... live in the options of the spaces and methods that read them: MethodConfig is
+    the run context, and a flag no requested method reads is refused like an unknown --set key."""
+    from dataclasses import replace
+
+    from synthleak.features.resnet_ae import ResNetAESettings
+
+    cfg = MethodConfig(epochs=3, image_size=32, clusters=4, options={"k": "2"})
+    assert cfg.options == {"k": "2", "epochs": "3", "image_size": "32", "clusters": "4"}
+    assert replace(cfg, seed=5).options == cfg.options and replace(cfg, epochs=7).options["epochs"] == "7"
+    settings = ResNetAESettings.from_config(cfg)
+    assert (settings.epochs, settings.image_size) == (3, 32)
+    assert {"epochs", "batch_size", "image_size", "base_filters", "weights"} <= {
+        k for cls in option_classes("seed-resnet-radiomics", MethodConfig()) for k in cls.keys()}
+    assert "clusters" in {k for cls in option_classes("seed-ae-kmeans", MethodConfig()) for k in cls.keys()}
+    rc = main(["audit", str(tiny_challenge), "--method", "nearest", "--epochs", "3", "--cache-dir", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("synthleak: error: --epochs 3: not an option of nearest")

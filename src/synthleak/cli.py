@@ -57,12 +57,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-filters", type=int,
                    help="width (first layer's filters) of the method's convolutional model (default: each "
                         "method's own: 32 for resnet-ae, 64 for seed-dclgan, 16 for the copy space)")
-    g.add_argument("--vit-size", choices=("tiny", "small", "base"), default="base",
+    g.add_argument("--vit-size", choices=("tiny", "small", "base"),
                    help="ViT of the seed-vit-ae methods: tiny, small or base (ViT-B/16, default)")
     g.add_argument("--weights", help="local pre-trained weights (safetensors or weights-only torch file; default: "
                                      "none, or the method's offline weights)")
     g.add_argument("--encoder", help="encoder checkpoint from `synthleak pretrain` (default: none, trained here)")
-    g.add_argument("--clusters", type=int, default=2, help="clusters for the seed-ae-* methods (default 2)")
+    g.add_argument("--clusters", type=int, help="clusters for the seed-ae-* methods (default 2)")
     g.add_argument("--fit-on-test-generated", action="store_true",
                    help="also train models on test/generated (recorded in the output; default: train/ only)")
     g.add_argument("--max-train-images", type=int,

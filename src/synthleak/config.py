@@ -1,13 +1,26 @@
-"""Configuration shared by every method: one dataclass the CLI fills and the library accepts."""
+"""The run configuration the CLI fills and the library accepts (MethodConfig), and `synthleak pretrain`'s."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
+
+
+#: settings of the learned feature spaces and of the clustering methods that the CLI offers as flags (--epochs,
+#: --batch-size, ...) and MethodConfig accepts as keywords; they live in `options`, declared by the spaces and
+#: methods that read them (features.base.TrainingOptions, ClusterOptions), so that a method that does not read
+#: one rejects it like any unknown `--set` key
+SETTINGS_AS_OPTIONS = ("epochs", "batch_size", "image_size", "base_filters", "vit_size", "weights", "encoder",
+                       "clusters")
 
 
 @dataclass
 class MethodConfig:
-    """Options of one audit run. Method-specific knobs default to None = the method's own default."""
+    """The run context of an audit: what every method shares (seed, device, caches, search, folds, what the
+    models may train on, verbosity), the method choice (feature space, calibration), and `options`, the settings
+    each method and feature space declares and reads itself (synthleak.options).
+
+    `epochs=`, `batch_size=`, `image_size=`, `base_filters=`, `vit_size=`, `weights=`, `encoder=` and `clusters=`
+    are accepted as keywords (the CLI's flags) and stored in `options` (SETTINGS_AS_OPTIONS)."""
 
     seed: int = 0
     device: str = "cpu"
@@ -19,14 +32,6 @@ class MethodConfig:
     calibrate_k: int = 100
     # 'all' pools train/ and test/ generated images (one generator); 'train' uses train/generated only.
     synthetic_pool: str = "all"
-    epochs: int | None = None
-    batch_size: int | None = None
-    image_size: int | None = None
-    base_filters: int | None = None
-    vit_size: str = "base"
-    weights: str | None = None
-    encoder: str | None = None
-    clusters: int = 2
     fit_on_test_generated: bool = False
     # Cap on synthetic images used to *train* models (CPU runs); None = all.
     max_train_images: int | None = None
@@ -42,6 +47,20 @@ class MethodConfig:
     artifacts_dir: Path | None = None
     #: `--set KEY=VALUE` strings; each method and feature space reads its declared keys (synthleak.options)
     options: dict[str, str] = field(default_factory=dict)
+    epochs: InitVar[int | None] = None
+    batch_size: InitVar[int | None] = None
+    image_size: InitVar[int | None] = None
+    base_filters: InitVar[int | None] = None
+    vit_size: InitVar[str | None] = None
+    weights: InitVar[str | None] = None
+    encoder: InitVar[str | None] = None
+    clusters: InitVar[int | None] = None
+
+    def __post_init__(self, epochs, batch_size, image_size, base_filters, vit_size, weights, encoder, clusters):
+        given = dict(zip(SETTINGS_AS_OPTIONS, (epochs, batch_size, image_size, base_filters, vit_size, weights,
+                                               encoder, clusters)))
+        # a new dict: a replace() of this config must not write into the original's options
+        self.options = {**self.options, **{k: str(v) for k, v in given.items() if v is not None}}
 
 
 @dataclass

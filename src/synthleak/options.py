@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
+from .config import SETTINGS_AS_OPTIONS
 from .errors import SynthleakError
 
 S = TypeVar("S", bound="Options")
@@ -81,7 +82,9 @@ def check_options(options: Mapping[str, str], classes: Iterable[type[Options]], 
     valid = sorted({key for cls in classes for key in cls.keys()})
     for key in options:
         if key not in valid:
-            raise SynthleakError(f"--set {key}={options[key]!r}: not an option of {what} (valid keys: "
+            given = (f"--{key.replace('_', '-')} {options[key]}" if key in SETTINGS_AS_OPTIONS
+                     else f"--set {key}={options[key]!r}")
+            raise SynthleakError(f"{given}: not an option of {what} (valid keys: "
                                  f"{', '.join(valid) if valid else 'none'}; see `synthleak methods --details NAME`)")
     for cls in classes:
         cls.read(options)

@@ -12,7 +12,33 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import SynthleakError
 from ..models.checkpoint import state_digest
+from ..options import Options, option
 from ..runtime import log
+
+
+@dataclass(frozen=True)
+class TrainingOptions(Options):
+    """How a learned feature space trains (the CLI's --epochs, --batch-size, --image-size); unset: its default."""
+
+    epochs: int | None = option(None, "training epochs (--epochs; unset: the space's default)")
+    batch_size: int | None = option(None, "batch size (--batch-size; unset: the space's default)")
+    image_size: int | None = option(None, "input side the network sees (--image-size; unset: the space's default)")
+
+
+@dataclass(frozen=True)
+class FiltersOption(Options):
+    base_filters: int | None = option(None, "width of the first convolution (--base-filters; unset: the default)")
+
+
+@dataclass(frozen=True)
+class WeightsOption(Options):
+    weights: str | None = option(None, "local weights file (--weights): a trained network of the space, or the "
+                                       "pre-trained network it starts from")
+
+
+@dataclass(frozen=True)
+class EncoderOption(Options):
+    encoder: str | None = option(None, "encoder checkpoint from `synthleak pretrain` (--encoder)")
 
 
 class FeatureExtractor(ABC):
@@ -87,9 +113,10 @@ class TrainedModelExtractor(FeatureExtractor):
         return state_digest(self.model)
 
     def fit(self, synthetic: ImageSet, description: str = "") -> "TrainedModelExtractor":
-        if self.cfg.weights and self.loads_weights:
-            self.model, self.meta = self.load_model(self.cfg.weights)
-            log(f"[{self.name}] using trained weights {self.cfg.weights} (no training)")
+        weights = WeightsOption.read(self.cfg.options).weights
+        if weights and self.loads_weights:
+            self.model, self.meta = self.load_model(weights)
+            log(f"[{self.name}] using trained weights {weights} (no training)")
         else:
             self.model, self.meta = self.train_model(synthetic, description)
         self._digest = self.model_digest()

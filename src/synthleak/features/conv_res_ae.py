@@ -30,9 +30,9 @@ from ..models.checkpoint import file_digest, load_checkpoint, load_into
 from ..models.classifier import load_pretrained_encoder
 from ..models.conv_res_ae import DEFAULT_DROPOUT, FILTERS, ConvResAE, ConvResDecoder, ConvResEncoder
 from ..models.tensors import autocast, batches, resize_u8, to_tensor
-from ..options import Options, option
+from ..options import option
 from ..runtime import seed_everything
-from .base import EncoderSpec, TrainedModelExtractor
+from .base import EncoderOption, EncoderSpec, TrainedModelExtractor, TrainingOptions
 
 __all__ = ["ConvResAE", "ConvResAEExtractor", "ConvResDecoder", "ConvResEncoder", "build_pretrain_encoder"]
 
@@ -44,7 +44,7 @@ MODEL_VERSION = 1
 
 
 @dataclass(frozen=True)
-class ConvResAEOptions(Options):
+class ConvResAEOptions(TrainingOptions, EncoderOption):
     lr: float = option(1e-3, "Adam learning rate of the autoencoder")
     dropout: float = option(DEFAULT_DROPOUT, "dropout in the encoder, in [0, 1)")
     pool: str = option("avg", "pooling of the encoder's last map (avgmax adds the global max: 512-d)")
@@ -85,14 +85,14 @@ class ConvResAEExtractor(TrainedModelExtractor):
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
-        self.image_size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
-        self.epochs = int(cfg.epochs if cfg.epochs is not None else DEFAULT_EPOCHS)
-        self.batch_size = int(cfg.batch_size or 32)
         opts = ConvResAEOptions.read(cfg.options)
+        self.image_size = int(opts.image_size or DEFAULT_IMAGE_SIZE)
+        self.epochs = int(opts.epochs if opts.epochs is not None else DEFAULT_EPOCHS)
+        self.batch_size = int(opts.batch_size or 32)
         self.lr = opts.lr
         self.dropout = _dropout(opts)
         self.pool = opts.pool
-        self.encoder_path = Path(cfg.encoder) if cfg.encoder else None
+        self.encoder_path = Path(opts.encoder) if opts.encoder else None
         if self.encoder_path is not None and not self.encoder_path.is_file():
             raise CheckpointError(f"{self.encoder_path}: --encoder checkpoint file does not exist")
         self._encoder_digest = file_digest(self.encoder_path) if self.encoder_path else None

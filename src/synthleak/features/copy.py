@@ -37,9 +37,9 @@ from ..models.checkpoint import load_checkpoint, load_into
 from ..models.contrastive import DEPTHS, CopyEncoder, embed_images, train_contrastive
 from ..models.engine import TrainResult
 from ..models.tensors import resize_u8
-from ..options import Options, option
+from ..options import option
 from ..runtime import seed_everything
-from .base import TrainedModelExtractor
+from .base import FiltersOption, TrainedModelExtractor, TrainingOptions, WeightsOption
 
 ARCH = "copy-encoder"
 #: bump when the architecture, augmentation or training loop changes, so cached models are retrained
@@ -50,7 +50,7 @@ MAX_AUTO_EPOCHS = 200
 
 
 @dataclass(frozen=True)
-class CopyOptions(Options):
+class CopyOptions(TrainingOptions, FiltersOption, WeightsOption):
     copy_depth: str = option("resnet10", "depth of the copy encoder", choices=tuple(DEPTHS))
     copy_projection: int = option(64, "width of the contrastive projection head", minimum=1)
     copy_lr: float = option(1e-3, "learning rate of the contrastive training")
@@ -74,12 +74,12 @@ class CopySettings:
     def from_config(cfg: MethodConfig) -> "CopySettings":
         opts = CopyOptions.read(cfg.options)
         s = CopySettings(
-            image_size=cfg.image_size or 64,
-            base_filters=cfg.base_filters or 16,
+            image_size=opts.image_size or 64,
+            base_filters=opts.base_filters or 16,
             depth=opts.copy_depth,
             projection_dim=opts.copy_projection,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size or 128,
+            epochs=opts.epochs,
+            batch_size=opts.batch_size or 128,
             lr=opts.copy_lr,
             temperature=opts.copy_temperature,
         )

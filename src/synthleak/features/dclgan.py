@@ -25,8 +25,8 @@ from ..models.dclgan import (DCLGAN, DCLGANSettings, DCLGANTrainer, PatchGANDisc
                              ResnetGenerator, TrainRecord, to_gan_space, to_model_input)
 from ..models.gan_losses import feature_matching_loss, histogram_loss, patch_nce_loss, r1_penalty, soft_histogram
 from ..models.tensors import autocast
-from ..options import Options, option
-from .base import TrainedModelExtractor
+from ..options import option
+from .base import FiltersOption, TrainedModelExtractor, TrainingOptions
 
 __all__ = ["DCLGAN", "CriticExtractor", "CriticReadout", "DCLGANSettings", "DCLGANTrainer", "PatchGANDiscriminator",
            "PatchMLP", "ResnetGenerator", "TrainRecord", "TrainedCritic", "activation_maps", "dclgan_settings",
@@ -38,7 +38,7 @@ VERSION = 1
 
 
 @dataclass(frozen=True)
-class DCLGANOptions(Options):
+class DCLGANOptions(TrainingOptions, FiltersOption):
     resnet_blocks: int = option(6, "ResNet blocks of the generator")
     lr_g: float = option(1e-4, "generator learning rate (TTUR)")
     lr_d: float = option(4e-4, "discriminator learning rate (TTUR)")
@@ -59,10 +59,10 @@ def dclgan_settings(cfg: MethodConfig) -> DCLGANSettings:
     """The DCLGAN the audit's options ask for (--image-size, --base-filters, --epochs, --batch-size, --set keys)."""
     opts = DCLGANOptions.read(cfg.options)
     return DCLGANSettings(
-        image_size=cfg.image_size or 256,
-        base_filters=cfg.base_filters or 64,
-        epochs=cfg.epochs if cfg.epochs is not None else 200,
-        batch_size=cfg.batch_size or 8,
+        image_size=opts.image_size or 256,
+        base_filters=opts.base_filters or 64,
+        epochs=opts.epochs if opts.epochs is not None else 200,
+        batch_size=opts.batch_size or 8,
         resnet_blocks=opts.resnet_blocks, lr_g=opts.lr_g, lr_d=opts.lr_d, nce_t=opts.nce_t,
         nce_patches=opts.nce_patches, lambda_gan=opts.lambda_gan, lambda_nce=opts.lambda_nce,
         lambda_fm=opts.lambda_fm, lambda_hist=opts.lambda_hist, hist_bins=opts.hist_bins, r1_gamma=opts.r1_gamma,

@@ -31,10 +31,10 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
 from ..models.checkpoint import file_digest
-from ..options import Options, option
+from ..options import option
 from ..models.effnet_lite0 import HEAD_CHANNELS, LAYERS, EfficientNetLite0, SameConv2d, load_lite0
 from ..runtime import Progress
-from .base import FeatureExtractor
+from .base import FeatureExtractor, TrainingOptions, WeightsOption
 
 __all__ = ["DEFAULT_LAYERS", "HEAD_CHANNELS", "LAYERS", "EfficientNetLite0", "ImageNetLiteExtractor", "SameConv2d",
            "load_lite0", "packaged_weights"]
@@ -71,7 +71,7 @@ def packaged_weights() -> Path | None:
 
 
 def resolve_weights(weights: str | None) -> Path:
-    """cfg.weights when given, else the packaged file; SynthleakError with the fix when neither exists."""
+    """The --weights file when given, else the packaged file; SynthleakError with the fix when neither exists."""
     if weights:
         return Path(weights)
     path = packaged_weights()
@@ -106,7 +106,7 @@ def parse_layers(spec: str | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class EffnetOptions(Options):
+class EffnetOptions(TrainingOptions, WeightsOption):
     effnet_layers: str | None = option(None, "comma list of the network stages pooled into the features "
                                              "(default: the multi-stage set)")
     effnet_norm: str = option("tf-lite", "input normalisation of the weights", choices=tuple(NORMALISATIONS))
@@ -116,13 +116,13 @@ class EffnetOptions(Options):
 class ImageNetLiteExtractor(FeatureExtractor):
     """Pooled multi-stage EfficientNet-Lite0 features (ImageNet weights, no training on the audit).
 
-    Gray images are repeated to 3 channels, resized (antialiased bilinear) to cfg.image_size or 224
+    Gray images are repeated to 3 channels, resized (antialiased bilinear) to --image-size or 224
     and normalised like the TensorFlow Lite models were trained: (x - 127) / 128 per channel. The
     torchvision ImageNet mean/std is the usual guess, but these weights come from the TF-Lite
     checkpoints: on skimage's sample photos (cat, espresso, moped) the TF normalisation gives the
     right top-1 with higher confidence (espresso 0.94 vs 0.84, moped 0.72 vs 0.55).
     `--set effnet_norm=imagenet` switches. Options: effnet_layers (comma list of LAYERS),
-    effnet_grid, effnet_norm; batch size via cfg.batch_size (default 32); weights via cfg.weights.
+    effnet_grid, effnet_norm; batch size via --batch-size (default 32); weights via --weights.
     """
 
     name = "effnet-lite0"
@@ -133,7 +133,7 @@ class ImageNetLiteExtractor(FeatureExtractor):
         super().__init__(cfg)
         opts = EffnetOptions.read(cfg.options)
         self.layers = parse_layers(opts.effnet_layers)
-        self.image_size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
+        self.image_size = int(opts.image_size or DEFAULT_IMAGE_SIZE)
         if self.image_size < 32:
             raise SynthleakError(f"--image-size {self.image_size}: EfficientNet-Lite0 needs at least 32 pixels")
         self.norm = opts.effnet_norm
@@ -142,14 +142,15 @@ class ImageNetLiteExtractor(FeatureExtractor):
         self.grid = opts.effnet_grid
         if not 1 <= self.grid <= 8:
             raise SynthleakError(f"--set effnet_grid={self.grid}: expected 1 (global pooling) to 8")
-        self.batch_size = int(cfg.batch_size or 32)
+        self.batch_size = int(opts.batch_size or 32)
+        self.weights_file = opts.weights
         self._weights: Path | None = None
         self._model: EfficientNetLite0 | None = None
 
     @property
     def weights_path(self) -> Path:
         if self._weights is None:
-            self._weights = resolve_weights(self.cfg.weights)
+            self._weights = resolve_weights(self.weights_file)
         return self._weights
 
     def model(self) -> EfficientNetLite0:

@@ -21,9 +21,9 @@ from ..models.checkpoint import load_checkpoint, load_into
 from ..models.engine import TrainResult
 from ..models.resnet_ae import ResNetAE
 from ..models.tensors import autocast, to_tensor
-from ..options import Options, option
+from ..options import option
 from ..runtime import seed_everything
-from .base import TrainedModelExtractor
+from .base import FiltersOption, TrainedModelExtractor, TrainingOptions, WeightsOption
 
 ARCH = "resnet-ae"
 #: bump when the architecture or training loop changes, so cached models are retrained
@@ -31,7 +31,7 @@ VERSION = 1
 
 
 @dataclass(frozen=True)
-class ResNetAEOptions(Options):
+class ResNetAEOptions(TrainingOptions, FiltersOption, WeightsOption):
     latent_dim: int = option(512, "width of the autoencoder's latent")
     lr: float = option(1e-4, "Adam learning rate of the autoencoder")
 
@@ -51,11 +51,11 @@ class ResNetAESettings:
     def from_config(cfg: MethodConfig) -> "ResNetAESettings":
         opts = ResNetAEOptions.read(cfg.options)
         s = ResNetAESettings(
-            image_size=cfg.image_size or 128,
-            base_filters=cfg.base_filters or 32,
+            image_size=opts.image_size or 128,
+            base_filters=opts.base_filters or 32,
             latent_dim=opts.latent_dim,
-            epochs=cfg.epochs if cfg.epochs is not None else 50,
-            batch_size=cfg.batch_size or 32,
+            epochs=opts.epochs if opts.epochs is not None else 50,
+            batch_size=opts.batch_size or 32,
             lr=opts.lr,
         )
         if s.image_size % 8 or s.image_size < 16:

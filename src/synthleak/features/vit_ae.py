@@ -33,9 +33,9 @@ from ..models.vit_ae import (DEFAULT_VIT_INPUT, PATCH, VIT_SIZES, ViTAutoencoder
                              check_vit_input, check_vit_size, tanh_space_mse)
 from ..models.vit_weights import (detect_layout, load_pretrained_vit_encoder, load_vit_weights,
                                   resample_position_embeddings, vit_state_from_file)
-from ..options import Options, option
+from ..options import option
 from ..runtime import Progress, log, seed_everything
-from .base import EncoderSpec, TrainedModelExtractor
+from .base import EncoderOption, EncoderSpec, TrainedModelExtractor, TrainingOptions, WeightsOption
 
 __all__ = ["VIT_SIZES", "ViTAEExtractor", "ViTAESettings", "ViTAutoencoder", "ViTDecoder", "ViTEncoder",
            "build_autoencoder", "build_pretrain_encoder", "detect_layout", "fit_autoencoder", "load_vit_weights",
@@ -64,7 +64,8 @@ def build_pretrain_encoder(cfg: PretrainConfig) -> EncoderSpec:
 
 # ------------------------------------------------------------------------------------ training
 @dataclass(frozen=True)
-class ViTAEOptions(Options):
+class ViTAEOptions(TrainingOptions, WeightsOption, EncoderOption):
+    vit_size: str = option("base", "ViT size of the encoder (--vit-size)", choices=("tiny", "small", "base"))
     latent: int = option(512, "width of the Linear 768 -> latent head on the ViT encoder")
     lr: float = option(1e-4, "Adam learning rate of the autoencoder")
     weight_decay: float = option(1e-5, "Adam weight decay of the autoencoder")
@@ -88,26 +89,26 @@ class ViTAESettings:
 
     @staticmethod
     def from_config(cfg: MethodConfig) -> "ViTAESettings":
-        check_vit_size(cfg.vit_size)
         opts = ViTAEOptions.read(cfg.options)
+        check_vit_size(opts.vit_size)
         latent = opts.latent
         if latent < 1:
             raise SynthleakError("--set latent=N: N must be at least 1")
-        epochs = 10 if cfg.epochs is None else cfg.epochs
+        epochs = 10 if opts.epochs is None else opts.epochs
         if epochs < 0:
             raise SynthleakError("--epochs must be at least 0")
         return ViTAESettings(
-            vit_size=cfg.vit_size,
-            vit_input=check_vit_input(cfg.image_size or DEFAULT_VIT_INPUT),
+            vit_size=opts.vit_size,
+            vit_input=check_vit_input(opts.image_size or DEFAULT_VIT_INPUT),
             latent=latent,
             epochs=epochs,
-            batch_size=cfg.batch_size or 32,
+            batch_size=opts.batch_size or 32,
             lr=opts.lr,
             weight_decay=opts.weight_decay,
-            weights=cfg.weights,
-            weights_digest=file_digest(cfg.weights),
-            encoder=cfg.encoder,
-            encoder_digest=file_digest(cfg.encoder),
+            weights=opts.weights,
+            weights_digest=file_digest(opts.weights),
+            encoder=opts.encoder,
+            encoder_digest=file_digest(opts.encoder),
         )
 
     def key_parts(self) -> dict:

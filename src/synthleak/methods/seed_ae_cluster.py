@@ -67,6 +67,7 @@ class Clustering:
 
 @dataclass(frozen=True)
 class ClusterOptions(Options):
+    clusters: int = option(2, "clusters k (--clusters)")
     features: str = option(DEFAULT_FEATURES, "feature space clustered (a --feature-space name)")
     pca: int = option(0, "PCA dimensions after standardising (0 = off)")
     gmm_cov: str = option("diag", "covariance of the Gaussian mixture (diag, full, spherical, tied)")
@@ -260,7 +261,7 @@ def run_clustering(audit: AuditContext | AuditData, cfg: MethodConfig, main: str
     if data.real_unknown is None and not data.has_labelled:
         raise SynthleakError("clustering needs real images to classify (real_unknown/ or labelled reals)")
     space, reals, syn, record = _features(audit, cfg)
-    k = int(cfg.clusters)
+    k = ClusterOptions.read(cfg.options).clusters
     if k < 2 or k > len(reals):
         raise SynthleakError(f"--clusters {k}: must be between 2 and the number of real images ({len(reals)})")
     x, s = _standardise_and_reduce(reals, syn, cfg)

@@ -26,7 +26,7 @@ from ..data.layout import AuditData
 from ..data.images import ImageSet
 from ..errors import SynthleakError
 from ..features.radiomics import RadiomicsExtractor
-from ..features.resnet_ae import ResNetAEExtractor
+from ..features.resnet_ae import ResNetAEExtractor, ResNetAEOptions
 from ..runtime import log
 from ..options import Options, option
 from ..features.embedding import training_synthetic
@@ -262,6 +262,7 @@ def run(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
     reference_images, reference_desc = training_synthetic(data, replace(cfg, max_train_images=None))
 
     ae = ResNetAEExtractor(cfg).fit(train_images, train_desc)
+    weights = ResNetAEOptions.read(cfg.options).weights
     rad = RadiomicsExtractor(cfg)
     log(f"[seed-resnet-radiomics] features of {len(reference_images)} synthetic images")
     space = SignalSpace(_features(ae, rad, reference_images))
@@ -271,7 +272,7 @@ def run(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
                                  if data.real_unknown is not None else (None, {}, None))
 
     result = MethodResult(test_scores=None, neighbours=nn_test, trained_on={
-        "resnet-ae": f"weights {cfg.weights}" if cfg.weights else ae.meta.get("trained_on", train_desc),
+        "resnet-ae": f"weights {weights}" if weights else ae.meta.get("trained_on", train_desc),
         "synthetic reference (cosine, Mahalanobis)": reference_desc,
     })
     # neighbours index train/generated (+ test/generated): a prefix of data.synthetic(), as the report expects
