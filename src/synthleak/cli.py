@@ -245,7 +245,7 @@ def _method_config(args):
 def cmd_audit(args) -> int:
     from .decide import DecisionRule
     from .methods import DEFAULT_METHOD
-    from .pipeline import format_table, run_audit
+    from .pipeline import format_table, run_audit, verdict_lines
 
     if args.data is None and not (args.train and args.test):
         raise SynthleakError("give a data folder, or both --train DIR and --test DIR")
@@ -260,11 +260,8 @@ def cmd_audit(args) -> int:
                        window=args.window, out=args.out, alpha=args.alpha, permutations=args.permutations,
                        scores_out=args.scores, force=args.force, id_style=args.id_style, n_boot=args.bootstrap)
     d = report.data
-    if report.verdict is not None:
-        print(report.verdict.summary())
-        closer = report.verdict.member_closer_line()
-        if closer:
-            print(closer)
+    for line in verdict_lines(report):
+        print(line)
     print(f"data: {d.source}")
     print(f"  generated {len(d.generated)}" + (f" + test generated {len(d.test_generated)}" if d.test_generated else "")
           + (f", labelled reals {len(d.real_used)} used / {len(d.real_not_used)} not used" if d.has_labelled else "")

@@ -23,7 +23,7 @@ DEMO_METHODS = "default,nearest,nearest-calibrated,control-real-only"
 def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs: int = 60,
              force: bool = False, quiet: bool = False, n_patients: int = 120, slices: int = 2) -> int:
     with verbosity(quiet):
-        from .pipeline import format_table, run_audit
+        from .pipeline import format_table, run_audit, verdict_lines
 
         start = time.perf_counter()
         if out is None:
@@ -39,11 +39,8 @@ def run_demo(out: Path | None = None, seed: int = 0, device: str = "cpu", epochs
         cfg = MethodConfig(seed=seed, device=device, cache_dir="none")
         report = run_audit(data_dir, methods=DEMO_METHODS, cfg=cfg, labels=data_dir / "test_labels.csv",
                            groups=data_dir / "groups.csv", out=out / "runs" / "run.csv", force=True)
-        if report.verdict is not None:
-            print(report.verdict.summary())
-            closer = report.verdict.member_closer_line()
-            if closer:
-                print(closer)
+        for line in verdict_lines(report):
+            print(line)
         print(f"demo data: {data_dir} (train/, test/, test_labels.csv, groups.csv)")
         print(f"run files: {out / 'runs'}")
         print()

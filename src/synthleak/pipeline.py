@@ -436,6 +436,14 @@ def _add_verdict(report: AuditReport, audit: AuditContext, cfg: MethodConfig, ru
         report.failures.append(Failure("the verdict", report.verdict_error, traceback.format_exc()))
 
 
+def verdict_lines(report: AuditReport) -> list[str]:
+    """The verdict's summary and its member-closer line, as the CLI and the demo print them (none without one)."""
+    if report.verdict is None:
+        return []
+    closer = report.verdict.member_closer_line()
+    return [report.verdict.summary()] + ([closer] if closer else [])
+
+
 def copies_text(v) -> str:
     """RUN.copies.csv: header, then one row per synthetic image judged a copy of a labelled member."""
     rows = ["synthetic_id,real_id,similarity"] + [f"{c.synthetic_id},{c.real_id},{c.similarity:.6f}" for c in v.copies]
