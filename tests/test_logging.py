@@ -35,3 +35,13 @@ def test_a_quiet_run_prints_nothing_and_a_verbose_one_prints_progress(capsys):
     run_audit(data, methods="nearest", cfg=MethodConfig(cache_dir="none"), with_verdict=False)
     assert "running nearest ..." in capsys.readouterr().err
     assert not is_quiet()
+
+
+def test_a_quiet_run_restores_the_level_the_caller_set():
+    LOGGER.setLevel(logging.DEBUG)
+    try:
+        with verbosity(True):
+            assert is_quiet()
+        assert LOGGER.level == logging.DEBUG
+    finally:
+        LOGGER.setLevel(logging.INFO)

@@ -31,7 +31,7 @@ class Spy(ScoringMethod):
         self.fits = getattr(self, "fits", []) + [reference]
         return self
 
-    def score(self, features, positions) -> Scores:
+    def score(self, features, positions, neighbours=False) -> Scores:
         reference = self.fits[-1]
         # a row is never scored by a fit that learned from its own label
         assert reference.labelled_rows is not None
@@ -116,3 +116,33 @@ def test_settings_are_read_and_checked_when_the_method_is_built():
         make_method("nearest", MethodConfig(**CFG, options={"k": "0"}))
     with pytest.raises(SynthleakError, match="domias_reference"):
         make_method("domias", MethodConfig(**CFG, options={"domias_reference": "x"}))
+
+
+def test_searches_of_the_synthetic_set_are_the_ones_before_the_redesign():
+    """Labelled reals searched once with k columns (an approximate search tunes its probes to k); the test reals
+    with 3 for the report's neighbours; nearest-calibrated searches the labelled reals once, not per fold."""
+    data = _toy(n=40)
+    n_synthetic = len(data.generated)
+    for name in ("nearest", "nearest-calibrated"):
+        audit = AuditContext(data, MethodConfig(**CFG))
+        run_method(name, audit, MethodConfig(**CFG))
+        synthetic = [(r["queries"], r["k"]) for r in audit.searches.records if r["rows"] == n_synthetic]
+        assert synthetic == [(len(data.labelled()[1]), 1), (len(data.real_unknown), 3)], name
+
+
+def test_label_using_methods_without_labels_name_themselves():
+    data = _toy(n=20)
+    unlabelled = type(data)(generated=data.generated, real_used=None, real_not_used=None,
+                            real_unknown=data.real_unknown)
+    with pytest.raises(SynthleakError, match="domias_reference=non-members needs labelled"):
+        run_method("domias", unlabelled, MethodConfig(**CFG, options={"domias_reference": "non-members", "pca": "3"}))
+    with pytest.raises(SynthleakError, match="component nearest-calibrated needs labelled reals"):
+        run_method("ensemble", unlabelled, MethodConfig(**CFG, options={"ensemble": "nearest,nearest-calibrated"}))
+
+
+def test_settings_no_method_reads_are_refused():
+    from synthleak.methods import check_method_options
+
+    with pytest.raises(SynthleakError, match=r"--epochs 3 \(--set epochs='3'\)"):
+        check_method_options(["nearest"], MethodConfig(feature_space="effnet-lite0", epochs=3))
+    check_method_options(["nearest"], MethodConfig(feature_space="effnet-lite0", batch_size=8, image_size=64))

@@ -24,24 +24,29 @@ def test_backends_agree():
 
 
 def test_fold_reference_ignores_the_scored_rows_own_label_and_fold():
+    """The control's fit on a fold's training part compares each held-out row with that part's rows of a class
+    only: the held-out rows' own labels never matter to their scores."""
     from synthleak.decide import cv_folds
-    from synthleak.methods.nearest import fold_reference_distance
+    from synthleak.methods.base import Reference
+    from synthleak.methods.nearest import ControlRealOnly
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 3))
     y = np.r_[np.ones(20), np.zeros(20)].astype(int)
-    folds = cv_folds(y, None, 5, 0)
-    base = [fold_reference_distance(x, y, folds, c, size=100) for c in (0, 1)]
-    val0 = folds[0][1]
+    train, val = cv_folds(y, None, 5, 0)[0]
+
+    def fold_scores(labels):
+        control = ControlRealOnly(MethodConfig(cache_dir="none"))
+        control.fit(Reference(None, None, x, len(x), x[train], labels[train], train, 0, 5, 100))
+        return control.score(x[val], val).values
+
     flipped = y.copy()
-    flipped[val0] = 1 - flipped[val0]  # labels of the held-out fold must not matter to its own scores
-    for c in (0, 1):
-        np.testing.assert_array_equal(fold_reference_distance(x, flipped, folds, c, size=100)[val0], base[c][val0])
-    # and the reference really is the other folds' rows of that class
-    train0 = folds[0][0]
-    ref = x[train0][y[train0] == 0]
-    expected = np.sqrt(((x[val0][:, None] - ref[None]) ** 2).sum(-1)).min(1)
-    np.testing.assert_allclose(base[0][val0], expected, rtol=1e-6)
+    flipped[val] = 1 - flipped[val]  # labels of the held-out fold must not matter to its own scores
+    np.testing.assert_array_equal(fold_scores(flipped), fold_scores(y))
+    # and the references really are the training part's rows of each class
+    distance = lambda ref: np.sqrt(((x[val][:, None] - ref[None]) ** 2).sum(-1)).min(1)  # noqa: E731
+    expected = distance(x[train][y[train] == 0]) - distance(x[train][y[train] == 1])
+    np.testing.assert_allclose(fold_scores(y), expected, rtol=1e-6)
 
 
 def _toy(member_shift: float = 0.0, n: int = 20, seed: int = 0) -> AuditData:

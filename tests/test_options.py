@@ -111,4 +111,4 @@ def test_training_flags_are_settings_of_the_spaces_that_train(tiny_challenge, ca
     assert "clusters" in {k for cls in option_classes("seed-ae-kmeans", MethodConfig()) for k in cls.keys()}
     rc = main(["audit", str(tiny_challenge), "--method", "nearest", "--epochs", "3", "--cache-dir", "none"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("synthleak: error: --epochs 3: not an option of nearest")
+    assert rc == 2 and len(err) == 1 and err[0].startswith("synthleak: error: --epochs 3 (--set epochs='3'): not an option of nearest")

@@ -89,6 +89,9 @@ def test_missing_folder_and_unknown_arch(tmp_path):
         load_class_folders(tmp_path / "nope")
     with pytest.raises(SynthleakError, match="unknown architecture"):
         run_pretrain(_cfg(tmp_path, tmp_path / "x.safetensors", arch="nope"))
+    # conv-res reads only dropout of the autoencoder's settings: the audit's training keys are refused here
+    with pytest.raises(SynthleakError, match=r"--set epochs='5': not an option of pretrain --arch conv-res"):
+        run_pretrain(_cfg(tmp_path, tmp_path / "x.safetensors", arch="conv-res", options={"epochs": "5"}))
 
 
 def test_augment_is_seeded_and_keeps_range():

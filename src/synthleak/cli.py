@@ -237,7 +237,8 @@ def _method_config(args):
         image_size=args.image_size, base_filters=args.base_filters, vit_size=args.vit_size,
         weights=args.weights, encoder=args.encoder, clusters=args.clusters,
         fit_on_test_generated=args.fit_on_test_generated, max_train_images=args.max_train_images,
-        cache_dir=args.cache_dir, engine=args.engine, search=args.search, n_folds=args.folds, workers=args.workers, quiet=args.quiet,
+        cache_dir=args.cache_dir, engine=args.engine, search=args.search, n_folds=args.folds, workers=args.workers,
+        quiet=args.quiet,
         artifacts_dir=Path(args.report) if args.report else None, options=_parse_set(args.set),
     )
 

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
-from .config import SETTINGS_AS_OPTIONS
 from .errors import SynthleakError
 
 S = TypeVar("S", bound="Options")
@@ -75,15 +74,19 @@ class Options:
         return lines
 
 
-def check_options(options: Mapping[str, str], classes: Iterable[type[Options]], what: str) -> None:
+def check_options(options: Mapping[str, str], classes: Iterable[type[Options]], what: str,
+                  flags: Iterable[str] = ()) -> None:
     """A one-line user error for a `--set` key that none of `classes` declares, naming the valid keys;
-    and every value cast and checked once, before any work."""
+    and every value cast and checked once, before any work. `flags`: keys that have a flag of their own
+    (`epochs` is `--epochs`), named both ways in the message."""
+    flags = set(flags)
     classes = list(classes)
     valid = sorted({key for cls in classes for key in cls.keys()})
     for key in options:
         if key not in valid:
-            given = (f"--{key.replace('_', '-')} {options[key]}" if key in SETTINGS_AS_OPTIONS
-                     else f"--set {key}={options[key]!r}")
+            given = f"--set {key}={options[key]!r}"
+            if key in flags:
+                given = f"--{key.replace('_', '-')} {options[key]} ({given})"
             raise SynthleakError(f"{given}: not an option of {what} (valid keys: "
                                  f"{', '.join(valid) if valid else 'none'}; see `synthleak methods --details NAME`)")
     for cls in classes:

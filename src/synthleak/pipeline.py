@@ -226,7 +226,8 @@ def run_one(name: str, audit: AuditContext, cfg: MethodConfig, rule: DecisionRul
     except SynthleakError as exc:
         if not keep_going or isinstance(exc, UnreadableInputError):  # an unreadable input stops every method
             raise
-        log(f"{name}: skipped: {exc}")
+        with verbosity(cfg.quiet):
+            log(f"{name}: skipped: {exc}")
         return MethodReport(name, report.rule, seconds=time.perf_counter() - start, error=str(exc),
                             decision_why=why)
     except Exception as exc:
@@ -303,6 +304,7 @@ def run_audit(
             log(f"running {n} ...")
             report.methods.append(run_one(n, audit, cfg, rule, y_test, n_boot, keep_going=len(names) > 1,
                                           shift=report.shift))
+            audit.release_large()
             _note_failure(report, report.methods[-1], f"method {n}")
         if check_control and audit_data.has_labelled:
             _add_control(report, audit, cfg, rule, y_test, n_boot)

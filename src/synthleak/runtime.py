@@ -1,9 +1,10 @@
 """Seeding, device choice and progress reporting shared by every module.
 
 Progress and log lines go through the `logging` logger "synthleak", which prints them on stderr by default
-(the library and the CLI alike). `--quiet` (and `quiet=True` at a library entry point: MethodConfig.quiet,
-build_benchmark, run_demo, pretrain) raises its level for the run (`verbosity`); nothing else passes a quiet
-flag around.
+(the library and the CLI alike; set its level to silence it anywhere). `--quiet` raises the level for a command;
+in the library, `quiet=True` does so for a run where it starts: MethodConfig.quiet in run_audit, run_method
+and AuditContext.embedding, and the `quiet=` of build_benchmark, build_ladder, run_demo and pretrain
+(`verbosity`). Nothing else passes a quiet flag around.
 """
 from __future__ import annotations
 
@@ -70,14 +71,15 @@ if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
 def verbosity(quiet: bool) -> Iterator[None]:
     """Within it, progress and log lines are silenced when `quiet` (never re-enabled when not: an outer quiet
     run stays quiet through the entry points it calls)."""
-    if not quiet or LOGGER.level > logging.INFO:
+    previous = LOGGER.level
+    if not quiet or previous > logging.INFO:
         yield
         return
     LOGGER.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        LOGGER.setLevel(logging.INFO)
+        LOGGER.setLevel(previous)
 
 
 def is_quiet() -> bool:

@@ -70,7 +70,8 @@ class DCGANBenchGenerator:
             batches=IndexBatches(len(x), self.batch_size, drop_last=len(x) >= self.batch_size, min_batch=2,
                                  steps=steps_per_epoch if max_steps is not None else None),
             epochs=epochs if max_steps is None else None, max_steps=max_steps, seed=self.seed,
-            device=self.device, state_path=self.state_path, fingerprint=fingerprint, label="dcgan", log_every=max(1, epochs // 10) if max_steps is None else 1)
+            device=self.device, state_path=self.state_path, fingerprint=fingerprint, label="dcgan",
+            log_every=max(1, epochs // 10) if max_steps is None else 1)
         result = engine.run()
         if not keep_state:
             engine.clear_state()

@@ -69,7 +69,8 @@ def build_from_folder(real: Path, out: Path, groups: str | Path | None = None, m
                 label_table = read_groups(Path(label_groups))
                 missing = [s for s in stems if s not in label_table]
                 if missing:
-                    raise DataError(f"{label_groups}: {len(missing)} image{'s have' if len(missing) > 1 else ' has'} no label "
+                    raise DataError(f"{label_groups}: {len(missing)} image"
+                                    f"{'s have' if len(missing) > 1 else ' has'} no label "
                                     f"group (first: {missing[0]!r})")
                 label_group_ids = np.array([label_table[s] for s in stems])
         check_members(spec, group_ids, label_group_ids, source=str(real))

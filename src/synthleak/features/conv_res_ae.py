@@ -30,7 +30,7 @@ from ..models.checkpoint import file_digest, load_checkpoint, load_into
 from ..models.classifier import load_pretrained_encoder
 from ..models.conv_res_ae import DEFAULT_DROPOUT, FILTERS, ConvResAE, ConvResDecoder, ConvResEncoder
 from ..models.tensors import autocast, batches, resize_u8, to_tensor
-from ..options import option
+from ..options import Options, option
 from ..runtime import seed_everything
 from .base import EncoderOption, EncoderSpec, TrainedModelExtractor, TrainingOptions
 
@@ -44,9 +44,15 @@ MODEL_VERSION = 1
 
 
 @dataclass(frozen=True)
-class ConvResAEOptions(TrainingOptions, EncoderOption):
-    lr: float = option(1e-3, "Adam learning rate of the autoencoder")
+class DropoutOption(Options):
+    """The encoder's only setting that `synthleak pretrain --arch conv-res` reads."""
+
     dropout: float = option(DEFAULT_DROPOUT, "dropout in the encoder, in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ConvResAEOptions(TrainingOptions, EncoderOption, DropoutOption):
+    lr: float = option(1e-3, "Adam learning rate of the autoencoder")
     pool: str = option("avg", "pooling of the encoder's last map (avgmax adds the global max: 512-d)")
 
 
@@ -58,7 +64,7 @@ def build_pretrain_encoder(cfg: PretrainConfig) -> EncoderSpec:
     size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
     if size < 16:
         raise SynthleakError(f"--image-size {size}: conv-res needs at least 16 pixels")
-    dropout = _dropout(ConvResAEOptions.read(cfg.options))
+    dropout = _dropout(DropoutOption.read(cfg.options))
     encoder = ConvResEncoder(FILTERS, dropout, "avg")
     return EncoderSpec(
         encoder=encoder, input_size=size,
@@ -67,7 +73,7 @@ def build_pretrain_encoder(cfg: PretrainConfig) -> EncoderSpec:
     )
 
 
-def _dropout(opts: ConvResAEOptions) -> float:
+def _dropout(opts: DropoutOption) -> float:
     if not 0 <= opts.dropout < 1:
         raise SynthleakError(f"--set dropout={opts.dropout!r}: expected a number in [0, 1)")
     return opts.dropout
@@ -100,7 +106,6 @@ class ConvResAEExtractor(TrainedModelExtractor):
             raise SynthleakError(f"--image-size {self.image_size}: conv-res-ae needs at least 16 pixels")
         if self.epochs < 1 or self.batch_size < 1:
             raise SynthleakError("--epochs and --batch-size must be at least 1")
-        self.model: ConvResAE | None = None
 
     def settings(self) -> dict:
         return {"version": MODEL_VERSION, "image_size": self.image_size, "epochs": self.epochs,

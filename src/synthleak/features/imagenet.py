@@ -34,7 +34,7 @@ from ..models.checkpoint import file_digest
 from ..options import option
 from ..models.effnet_lite0 import HEAD_CHANNELS, LAYERS, EfficientNetLite0, SameConv2d, load_lite0
 from ..runtime import Progress
-from .base import FeatureExtractor, TrainingOptions, WeightsOption
+from .base import FeatureExtractor, WeightsOption
 
 __all__ = ["DEFAULT_LAYERS", "HEAD_CHANNELS", "LAYERS", "EfficientNetLite0", "ImageNetLiteExtractor", "SameConv2d",
            "load_lite0", "packaged_weights"]
@@ -106,7 +106,9 @@ def parse_layers(spec: str | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class EffnetOptions(TrainingOptions, WeightsOption):
+class EffnetOptions(WeightsOption):
+    batch_size: int | None = option(None, "images per forward pass (--batch-size; unset: 32)")
+    image_size: int | None = option(None, "input side of the network (--image-size; unset: 224)")
     effnet_layers: str | None = option(None, "comma list of the network stages pooled into the features "
                                              "(default: the multi-stage set)")
     effnet_norm: str = option("tf-lite", "input normalisation of the weights", choices=tuple(NORMALISATIONS))

@@ -219,13 +219,13 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     with verbosity(cfg.quiet):
         import torch
 
-        from . import ENCODER_ARCHS, FEATURE_OPTIONS, load_object
+        from . import ENCODER_ARCHS, load_object
 
         if cfg.arch not in ENCODER_ARCHS:
             raise SynthleakError(f"--arch {cfg.arch}: unknown architecture (choose from {', '.join(ENCODER_ARCHS)})")
         if cfg.epochs < 1:
             raise SynthleakError(f"--epochs {cfg.epochs}: must be at least 1")
-        arch_options = [load_object(FEATURE_OPTIONS["conv-res-ae"])] if cfg.arch == "conv-res" else []  # dropout
+        arch_options = [load_object("synthleak.features.conv_res_ae:DropoutOption")] if cfg.arch == "conv-res" else []
         check_options(cfg.options, [PretrainOptions, *arch_options], f"pretrain --arch {cfg.arch}")
         if cfg.batch_size < 1:
             raise SynthleakError(f"--batch-size {cfg.batch_size}: must be at least 1")

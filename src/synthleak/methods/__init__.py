@@ -6,9 +6,8 @@ with and without calibration.
 """
 from __future__ import annotations
 
-
 from ..calibration import CALIBRATIONS, Calibration
-from ..config import MethodConfig
+from ..config import SETTINGS_AS_OPTIONS, MethodConfig
 from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..features import load_object
@@ -130,7 +129,7 @@ def check_method_options(names: list[str], cfg: MethodConfig, with_default: bool
         return
     runs = list(names) + ([DEFAULT_METHOD] if with_default and DEFAULT_METHOD not in names else [])
     classes = [cls for n in runs for cls in option_classes(n, cfg)]
-    check_options(cfg.options, classes, ", ".join(names))
+    check_options(cfg.options, classes, ", ".join(names), flags=SETTINGS_AS_OPTIONS)
 
 
 def make_method(name: str, cfg: MethodConfig) -> Method:

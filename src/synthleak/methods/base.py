@@ -181,8 +181,13 @@ class ScoringMethod(Method):
         ...
 
     @abstractmethod
-    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
-        """Scores of real images given by their features and their rows in the reference's `reals`."""
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
+        """Scores of real images given by their features and their rows in the reference's `reals`; with
+        `neighbours`, each row's 3 nearest synthetic images too (the report's evidence, for the test reals)."""
+
+    def labels_missing(self) -> str:
+        """The user error when the method learns from labels and the audit has none."""
+        return f"method {self.name} needs labelled reals (real_used/ and real_not_used/)"
 
     def notes(self, embedding: Embedding) -> list[str]:
         """What the scores are, in a sentence or two (after the last fit)."""
@@ -195,6 +200,8 @@ class ScoringMethod(Method):
         n_lab = emb.n_labelled
         test_rows = np.arange(n_lab, len(reals))
         labelled = None
+        if self.reference_classes and not audit.data.has_labelled:
+            raise SynthleakError(self.labels_missing())
         if not self.reference_classes:
             self.fit(Reference(emb.synthetic, index, reals, n_lab, index=audit.index))
             labelled = self.score(emb.labelled, np.arange(n_lab)).values if n_lab else None
@@ -208,7 +215,7 @@ class ScoringMethod(Method):
                 labelled[val] = self.score(emb.labelled[val], val).values
             self.fit(Reference(emb.synthetic, index, reals, n_lab, emb.labelled, y, np.arange(n_lab), len(folds),
                                len(folds), size, audit.index))
-        test = self.score(emb.test, test_rows) if emb.test is not None else None
+        test = self.score(emb.test, test_rows, neighbours=True) if emb.test is not None else None
         result = MethodResult(test_scores=test.values if test else None, labelled_scores=labelled,
                               trained_on=dict(emb.trained_on), real_features=reals if self.reports_features else None,
                               neighbours=test.neighbours if test else None)

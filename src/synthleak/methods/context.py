@@ -17,7 +17,10 @@ from ..data.layout import AuditData
 from ..decide import cv_folds
 from ..features import feature_space_options
 from ..features.embedding import Embedding, embed
+from ..runtime import verbosity
 
+#: in-memory synthetic features larger than this are not kept between the methods of an audit (release_large)
+RELEASE_ABOVE_BYTES = 512 << 20
 #: run settings that never change an embedding (how much is printed, what a method calibrates, where reports go)
 _NOT_EMBEDDING = ("quiet", "calibrate", "calibrate_k", "artifacts_dir", "n_folds", "search", "options")
 
@@ -35,7 +38,7 @@ class AuditContext:
         self.searches = SearchLog(self.cfg.search)
 
     def index(self, database: np.ndarray) -> NeighbourIndex:
-        """A neighour index in the run's search mode, its searches recorded in the current log."""
+        """A neighbour index in the run's search mode, its searches recorded in the current log."""
         return self.searches.index(database)
 
     @property
@@ -63,8 +66,22 @@ class AuditContext:
         # statistics when it is embedded, by the reals' when not)
         key = _embedding_key(cfg) + (need_synthetic,)
         if key not in self._embeddings:
-            self._embeddings[key] = embed(self.data, cfg, need_synthetic)
+            with verbosity(cfg.quiet):
+                self._embeddings[key] = embed(self.data, cfg, need_synthetic)
         return self._embeddings[key]
+
+    def cached_embedding(self, cfg: MethodConfig) -> Embedding | None:
+        """The embedding with the synthetic images in cfg's space if one was made, else None (nothing computed)."""
+        return self._embeddings.get(_embedding_key(cfg) + (True,))
+
+    def release_large(self, max_bytes: int = RELEASE_ABOVE_BYTES) -> None:
+        """Forget embeddings whose synthetic features sit in memory and exceed `max_bytes` (a scaled space's
+        z-scored copy of millions of rows); memory-mapped stores cost nothing to keep. A later method in that
+        space embeds again, from the feature cache."""
+        for key, emb in list(self._embeddings.items()):
+            syn = emb.synthetic
+            if syn is not None and not isinstance(syn, np.memmap) and syn.nbytes > max_bytes:
+                del self._embeddings[key]
 
 
 def _embedding_key(cfg: MethodConfig) -> tuple:

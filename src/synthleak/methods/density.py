@@ -135,8 +135,8 @@ class DensityRatio(ScoringMethod):
         self.n_reals, self.n_synthetic = len(reference.reals), len(reference.synthetic)
         return self
 
-    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
-        return Scores(self.scores[positions], self.neighbours[positions])
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
+        return Scores(self.scores[positions], self.neighbours[positions] if neighbours else None)
 
     def notes(self, embedding: Embedding) -> list[str]:
         low, high = self.ranks
@@ -154,11 +154,10 @@ class NearestLocal(ScoringMethod):
         self.index = reference.synthetic_index
         return self
 
-    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
-        k = self.settings.k_local
-        d, idx = self.index.search(features, k)
-        neighbours = idx[:, :3] if idx.shape[1] >= 3 else self.index.search(features, 3)[1]
-        return Scores(-d[:, 0] / np.maximum(d[:, -1], 1e-12), neighbours)
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
+        d, _ = self.index.search(features, self.settings.k_local)
+        return Scores(-d[:, 0] / np.maximum(d[:, -1], 1e-12),
+                      self.index.search(features, 3)[1] if neighbours else None)
 
     def notes(self, embedding: Embedding) -> list[str]:
         return [f"distance to the nearest synthetic image / distance to the {self.settings.k_local}-th nearest"]
@@ -176,6 +175,9 @@ class Domias(ScoringMethod):
     @property
     def reference_classes(self) -> tuple[int, ...]:
         return (0,) if self.settings.domias_reference == "non-members" else ()
+
+    def labels_missing(self) -> str:
+        return "--set domias_reference=non-members needs labelled real_not_used/ images"
 
     def fit(self, reference: Reference) -> "Domias":
         if getattr(self, "_synthetic", None) is not reference.synthetic:
@@ -209,7 +211,7 @@ class Domias(ScoringMethod):
                 [_log_density(np.delete(projected, i, axis=0), projected[i:i + 1], factor)[0]
                  for i in range(len(projected))])
 
-    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
         projected = self.projected[positions]
         if self.reference_classes:
             reference = _subsampled_log_density(self.non_members, projected, self.size, self.rng)

@@ -68,10 +68,15 @@ class Ensemble(Method):
         self.components = [(written, make_method(name, sub_cfg)) for written, name, sub_cfg in components(cfg)]
 
     def run(self, audit: AuditContext) -> MethodResult:
+        from . import get_method, split_variant
+
         result = MethodResult(test_scores=None)
         n_lab = len(audit.y) if audit.data.has_labelled else 0
         ranks = []
         for written, method in self.components:
+            if get_method(split_variant(written.partition("@")[0])[0]).needs_labelled and not n_lab:
+                raise SynthleakError(f"--set ensemble: component {written} needs labelled reals "
+                                     "(real_used/ and real_not_used/)")
             res = method.run(audit)
             parts = [a for a in (res.labelled_scores if n_lab else None, res.test_scores) if a is not None]
             ranks.append(rankdata(np.concatenate(parts)) / sum(len(p) for p in parts))

@@ -10,8 +10,8 @@ from ..features.embedding import Embedding
 from ..options import Options, option
 from .base import Reference, Scores, ScoringMethod, fold_reference_size
 
-__all__ = ["Nearest", "NearestCalibrated", "ControlRealOnly", "NearestOptions", "fold_reference_distance",
-           "fold_reference_size", "reference_distance"]
+__all__ = ["Nearest", "NearestCalibrated", "ControlRealOnly", "NearestOptions", "fold_reference_size",
+           "reference_distance"]
 
 
 @dataclass(frozen=True)
@@ -40,21 +40,6 @@ def reference_distance(x: np.ndarray, ref: np.ndarray, size: int, k: int, rng: n
     return total / repeats
 
 
-def fold_reference_distance(x: np.ndarray, y: np.ndarray, folds, ref_class: int, size: int, k: int = 1,
-                            seed: int = 0) -> np.ndarray:
-    """Distance from each labelled row to the labelled rows of `ref_class` in the *other* folds.
-
-    Cross-fitting by fold keeps the reference independent of the scored row's own label and of its
-    patient (the folds are group-aware), as for a test image scored against the labelled reals; the
-    reference is subsampled to `size` rows in every fold (see reference_distance).
-    """
-    out = np.empty(len(x))
-    for i, (train, val) in enumerate(folds):
-        rng = np.random.default_rng([seed, ref_class, i])
-        out[val] = reference_distance(x[val], x[train][y[train] == ref_class], size, k, rng)
-    return out
-
-
 class Nearest(ScoringMethod):
     """GAN-Leaks full black-box: minus the mean distance to the k nearest synthetic images."""
 
@@ -64,10 +49,11 @@ class Nearest(ScoringMethod):
         self.index = reference.synthetic_index
         return self
 
-    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
         k = self.settings.k
-        d, idx = self.index.search(features, max(k, 3))
-        return Scores(-d[:, :k].mean(1), idx[:, :3])
+        # (k columns unless neighbours are wanted: an approximate search tunes its probes to the k it is asked)
+        d, idx = self.index.search(features, max(k, 3) if neighbours else k)
+        return Scores(-d[:, :k].mean(1), idx[:, :3] if neighbours else None)
 
     def notes(self, embedding: Embedding) -> list[str]:
         return [f"distance to the nearest of {len(self.index.database)} synthetic images in '{embedding.space}' space"]
@@ -86,14 +72,21 @@ class NearestCalibrated(Nearest):
 
     def fit(self, reference: Reference) -> "NearestCalibrated":
         super().fit(reference)
+        if getattr(self, "_searched", None) is not reference.synthetic_index:
+            # every labelled real's synthetic distance in one search (the same for every fold's fit)
+            labelled = reference.reals[:reference.n_labelled]
+            self.labelled_nearest = -self.index.search(labelled, self.settings.k)[0].mean(1)
+            self._searched = reference.synthetic_index
+        self.final = reference.final
         self.non_members = reference.labelled[reference.y == 0]
         self.size, self.make_index = reference.reference_size, reference.index
         self.rng = np.random.default_rng([self.cfg.seed, 0, reference.fold])
         return self
 
-    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
         k = self.settings.k
-        nearest = super().score(features, positions)
+        nearest = (super().score(features, positions, neighbours) if self.final
+                   else Scores(self.labelled_nearest[positions]))
         reference = reference_distance(features, self.non_members, self.size, k, self.rng, index=self.make_index)
         return Scores(nearest.values + reference, nearest.neighbours)
 
@@ -130,7 +123,7 @@ class ControlRealOnly(ScoringMethod):
             self.rngs = tuple(np.random.default_rng([seed, c, reference.fold]) for c in (1, 0))
         return self
 
-    def score(self, features: np.ndarray, positions: np.ndarray) -> Scores:
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
         k = self.settings.k
         used = reference_distance(features, self.used, self.size, k, self.rngs[0], index=self.make_index)
         not_used = reference_distance(features, self.not_used, self.size, k, self.rngs[1], index=self.make_index)

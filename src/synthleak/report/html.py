@@ -311,12 +311,13 @@ def write_report(report: AuditReport, folder: Path, force: bool = False, y_test:
     data = report.data
     synthetic = data.synthetic("all")
     pixel_space = PixelExtractor(MethodConfig(cache_dir="none"), side=64)
-    # the audit's own 64 px embedding (shared with its pixel-space methods), made here only when none ran in it
+    # the audit's own 64 px embedding when one of its methods made it; else the reals alone (the synthetic
+    # images are embedded only for a method without neighbours of its own)
     audit = report.audit or AuditContext(data, MethodConfig(cache_dir="none"))
     evidence_cfg = replace(audit.cfg, feature_space="pixels", synthetic_pool="all", options={"pixel_side": "64"})
-    index = None  # pixel-space index of every synthetic image: built only for a method without neighbours
-    test_pixels = (audit.embedding(evidence_cfg, need_synthetic=False).test if data.real_unknown is not None
-                   else None)
+    index = None
+    pixels64 = audit.cached_embedding(evidence_cfg) or audit.embedding(evidence_cfg, need_synthetic=False)
+    test_pixels = pixels64.test if data.real_unknown is not None else None
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>synthleak audit report</title>",
              f"<style>{STYLE}</style></head><body>", "<h1>synthleak audit report</h1>",
              f"<p>Data: <code>{html.escape(data.source)}</code>: {len(synthetic)} synthetic images"
