@@ -194,14 +194,14 @@ class ScoringMethod(Method):
         return []
 
     def run(self, audit: AuditContext) -> MethodResult:
+        if self.reference_classes and not audit.data.has_labelled:
+            raise SynthleakError(self.labels_missing())
         emb = audit.embedding(self.cfg, self.needs_synthetic)
         reals = emb.reals
         index = audit.index(emb.synthetic) if emb.synthetic is not None else None
         n_lab = emb.n_labelled
         test_rows = np.arange(n_lab, len(reals))
         labelled = None
-        if self.reference_classes and not audit.data.has_labelled:
-            raise SynthleakError(self.labels_missing())
         if not self.reference_classes:
             self.fit(Reference(emb.synthetic, index, reals, n_lab, index=audit.index))
             labelled = self.score(emb.labelled, np.arange(n_lab)).values if n_lab else None

@@ -68,13 +68,13 @@ class Ensemble(Method):
         self.components = [(written, make_method(name, sub_cfg)) for written, name, sub_cfg in components(cfg)]
 
     def run(self, audit: AuditContext) -> MethodResult:
-        from . import get_method, split_variant
+        from . import get_method
 
         result = MethodResult(test_scores=None)
         n_lab = len(audit.y) if audit.data.has_labelled else 0
         ranks = []
         for written, method in self.components:
-            if get_method(split_variant(written.partition("@")[0])[0]).needs_labelled and not n_lab:
+            if get_method(method.name).needs_labelled and not n_lab:
                 raise SynthleakError(f"--set ensemble: component {written} needs labelled reals "
                                      "(real_used/ and real_not_used/)")
             res = method.run(audit)
