@@ -58,7 +58,7 @@ def base(args) -> None:
     print(f"ViT-B/16 autoencoder: 1 epoch on {args.images} images in {time.perf_counter() - t0:.0f}s, "
           f"loss {extractor.record['losses'][-1]:.4f}")
     t0 = time.perf_counter()
-    feats = extractor.encode(data.real_unknown.subset(np.arange(8)))
+    feats = extractor.latent_and_error(data.real_unknown.subset(np.arange(8)))
     print(f"encoded 8 reals in {time.perf_counter() - t0:.1f}s: latent {feats.shape[1] - 1}-d, "
           f"recon MSE {feats[:, -1].mean():.4f}")
 

@@ -37,7 +37,8 @@ class Spy(ScoringMethod):
         assert reference.labelled_rows is not None
         assert not set(positions.tolist()) & set(reference.labelled_rows.tolist())
         assert np.array_equal(features, reference.reals[positions])
-        return Scores(np.full(len(positions), float(reference.fold)))
+        fold = np.full(len(positions), float(reference.fold))
+        return Scores(fold, variants={"minus-fold": -fold, "rows": positions.astype(float)})
 
 
 def test_scoring_method_cross_fits_on_the_audits_folds():
@@ -54,6 +55,23 @@ def test_scoring_method_cross_fits_on_the_audits_folds():
     last = method.fits[-1]
     assert last.final and len(last.y) == len(data.labelled()[1])
     assert np.all(result.test_scores == len(folds))  # test reals: the fit on every labelled real
+    # variant signals are gathered like the score: each labelled row from its own fold's fit, in row order
+    assert list(result.variants) == ["minus-fold", "rows"]
+    np.testing.assert_array_equal(result.variants["minus-fold"].labelled, -result.labelled_scores)
+    np.testing.assert_array_equal(result.variants["minus-fold"].test, -result.test_scores)
+    np.testing.assert_array_equal(result.variants["rows"].labelled, np.arange(len(result.labelled_scores)))
+
+
+def test_every_method_but_the_compositions_is_a_scoring_method():
+    """The attacks and the paper's methods all fit / score through ScoringMethod.run; only the compositions (the
+    ensemble, the default recipe's choice among candidates, a calibration wrapper) run on their own."""
+    from synthleak.methods import METHODS
+    from synthleak.methods.adaptive import AdaptiveDefault
+
+    for name in METHODS:
+        method = make_method(name, MethodConfig(**CFG))
+        assert isinstance(method, ScoringMethod) != isinstance(method, (Ensemble, AdaptiveDefault)), name
+    assert isinstance(make_method("seed-dclgan+neighbours", MethodConfig(**CFG)), Calibrated)
 
 
 def test_the_audit_computes_folds_and_each_embedding_once(monkeypatch):

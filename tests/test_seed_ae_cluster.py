@@ -14,7 +14,6 @@ from synthleak.methods.seed_ae_cluster import (
     Clustering,
     cluster_scores,
     rbf_kernel_median,
-    run_clustering,
     synthetic_proximity,
     used_shares,
 )
@@ -87,7 +86,7 @@ def _pixel_cfg(**options) -> MethodConfig:
 @pytest.mark.parametrize("algo", ["kmeans", "gmm", "spectral"])
 def test_separable_styles_give_high_auc(algo):
     data = _blob_data(np.random.default_rng(0))
-    res = run_clustering(data, _pixel_cfg(pca="5"), algo)
+    res = run_method(f"seed-ae-{algo}", data, _pixel_cfg(pca="5"))
     y = data.labelled()[1]
     assert res.labelled_scores.shape == (32,) and res.test_scores.shape == (12,)
     assert roc_auc_score(y, res.labelled_scores) > 0.75
@@ -107,15 +106,15 @@ def test_a_held_out_label_never_changes_its_own_score():
     val = folds[0][1]
     i = int(next(r for r in val if r < 16))  # a used row
     j = int(next(r for r in val if r >= 16))  # a not-used row
-    base = run_clustering(base_data, cfg, "kmeans")
-    swapped = run_clustering(_blob_data(np.random.default_rng(1), swap=(i, j - 16)), cfg, "kmeans")
+    base = run_method("seed-ae-kmeans", base_data, cfg)
+    swapped = run_method("seed-ae-kmeans", _blob_data(np.random.default_rng(1), swap=(i, j - 16)), cfg)
     assert swapped.labelled_scores[i] == pytest.approx(base.labelled_scores[j])
     assert swapped.labelled_scores[j] == pytest.approx(base.labelled_scores[i])
 
 
 def test_no_labels_uses_the_synthetic_centroid():
     data = _blob_data(np.random.default_rng(2), labelled=False)
-    res = run_clustering(data, _pixel_cfg(), "kmeans")
+    res = run_method("seed-ae-kmeans", data, _pixel_cfg())
     assert res.labelled_scores is None
     assert res.test_scores[:6].min() > res.test_scores[6:].max()  # bright = near the bright generated images
     assert "synthetic centroid" in res.trained_on["cluster->label mapping"]
@@ -123,15 +122,15 @@ def test_no_labels_uses_the_synthetic_centroid():
 
 def test_more_than_two_clusters_and_bad_options():
     data = _blob_data(np.random.default_rng(3))
-    res = run_clustering(data, MethodConfig(seed=0, quiet=True, cache_dir="none", clusters=3, n_folds=4,
-                                            options={"features": "pixels32"}), "spectral")
+    res = run_method("seed-ae-spectral", data, MethodConfig(seed=0, quiet=True, cache_dir="none", clusters=3, n_folds=4,
+                                            options={"features": "pixels32"}))
     assert np.isfinite(res.labelled_scores).all() and np.isfinite(res.test_scores).all()
     assert ((res.test_scores >= 0) & (res.test_scores <= 1)).all()  # membership-weighted shares
     with pytest.raises(SynthleakError, match="--clusters"):
-        run_clustering(data, MethodConfig(quiet=True, cache_dir="none", clusters=1,
-                                          options={"features": "pixels32"}), "kmeans")
+        run_method("seed-ae-kmeans", data, MethodConfig(quiet=True, cache_dir="none", clusters=1,
+                                          options={"features": "pixels32"}))
     with pytest.raises(SynthleakError, match="gmm_cov"):
-        run_clustering(data, _pixel_cfg(gmm_cov="weird"), "gmm")
+        run_method("seed-ae-gmm", data, _pixel_cfg(gmm_cov="weird"))
 
 
 def test_end_to_end_with_the_conv_res_ae(tiny_audit_data):

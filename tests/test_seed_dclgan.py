@@ -1,15 +1,18 @@
 """seed-dclgan end to end on tiny phantoms (epochs=1, 32 px, 4 base filters), honesty of its choices."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from synthleak.attacks.knn import NeighbourIndex
 from synthleak.config import MethodConfig
 from synthleak.data.images import ImageSet
 from synthleak.data.layout import AuditData
 from synthleak.errors import SynthleakError
-from synthleak.methods import seed_dclgan
+from synthleak.methods import run_method, seed_dclgan
 from synthleak.methods.context import labelled_folds
 
 TINY_OPTIONS = {"resnet_blocks": "2", "nce_patches": "16", "overlap_grid": "2"}
@@ -51,7 +54,7 @@ def _cfg(tmp_path, **kw) -> MethodConfig:
 
 def test_end_to_end_halves(phantom_data, tmp_path):
     cfg = _cfg(tmp_path, artifacts_dir=tmp_path / "art")
-    result = seed_dclgan.run(phantom_data, cfg)
+    result = run_method("seed-dclgan", phantom_data, cfg)
     assert result.test_scores.shape == (6,) and result.labelled_scores.shape == (16,)
     assert np.all(np.isfinite(result.test_scores)) and np.all(np.isfinite(result.labelled_scores))
     assert set(result.variants) == {"critic", "overlap", "features", "critic_nearest"}
@@ -65,14 +68,14 @@ def test_end_to_end_halves(phantom_data, tmp_path):
     assert len(result.artifacts) == 3 and all(p.exists() and p.suffix == ".png" for p in result.artifacts)
     assert result.neighbours.shape == (6, 1)
 
-    again = seed_dclgan.run(phantom_data, _cfg(tmp_path))  # cached model, same seed -> same scores
+    again = run_method("seed-dclgan", phantom_data, _cfg(tmp_path))  # cached model, same seed -> same scores
     assert np.allclose(again.test_scores, result.test_scores)
     assert again.artifacts == []  # no artifacts_dir, no PNGs
 
 
 def test_without_labelled_reals_uses_overlap(phantom_data, tmp_path):
     data = AuditData(generated=phantom_data.generated, real_unknown=phantom_data.real_unknown)
-    result = seed_dclgan.run(data, _cfg(tmp_path))
+    result = run_method("seed-dclgan", data, _cfg(tmp_path))
     assert result.labelled_scores is None
     assert np.array_equal(result.test_scores, result.variants["overlap"].test)
     assert set(result.variants) == {"critic", "overlap", "critic_nearest"}
@@ -89,7 +92,7 @@ def test_real_not_used_domain_is_cross_fitted(phantom_data, tmp_path, monkeypatc
 
     monkeypatch.setattr(seed_dclgan, "train_or_load", recording)
     cfg = _cfg(tmp_path, options={"dclgan_domain": "real_not_used"})
-    result = seed_dclgan.run(phantom_data, cfg)
+    result = run_method("seed-dclgan", phantom_data, cfg)
     images, y = phantom_data.labelled()
     folds = labelled_folds(phantom_data, cfg)
     assert len(seen_b) == len(folds) == 2
@@ -103,32 +106,61 @@ def test_real_not_used_domain_is_cross_fitted(phantom_data, tmp_path, monkeypatc
 
 def test_bad_options_raise_one_line_errors(phantom_data, tmp_path):
     with pytest.raises(SynthleakError, match="dclgan_domain"):
-        seed_dclgan.run(phantom_data, _cfg(tmp_path, options={"dclgan_domain": "bogus"}))
+        run_method("seed-dclgan", phantom_data, _cfg(tmp_path, options={"dclgan_domain": "bogus"}))
     with pytest.raises(SynthleakError, match="overlap_grid"):
-        seed_dclgan.run(phantom_data, _cfg(tmp_path, options={"overlap_grid": "0"}))
+        run_method("seed-dclgan", phantom_data, _cfg(tmp_path, options={"overlap_grid": "0"}))
     data = AuditData(generated=phantom_data.generated, real_unknown=phantom_data.real_unknown)
     with pytest.raises(SynthleakError, match="labelled"):
-        seed_dclgan.run(data, _cfg(tmp_path, options={"dclgan_domain": "real_not_used"}))
+        run_method("seed-dclgan", data, _cfg(tmp_path, options={"dclgan_domain": "real_not_used"}))
+
+
+class _ToyAudit:
+    """The part of an audit context ScoringMethod.run reads: the data's flags, labels, folds, the index factory."""
+
+    def __init__(self, y, folds):
+        self.y, self._folds = y, folds
+        self.data = SimpleNamespace(has_labelled=True, labelled_groups=lambda: None)
+
+    def folds(self, cfg=None):
+        return self._folds
+
+    def index(self, database):
+        return NeighbourIndex(database)
 
 
 def test_choice_is_nested_and_picks_the_informative_signal():
+    """The method's own fit / score under ScoringMethod.run's cross-fitting, on given critic signals."""
     rng = np.random.default_rng(0)
     y = np.r_[np.ones(30, int), np.zeros(30, int)]
     informative = y + rng.normal(0, 0.5, 60)
+    x_labelled, x_test = rng.normal(size=(60, 5)), rng.normal(size=(10, 5))
+    readouts = SimpleNamespace(labelled=SimpleNamespace(pooled=x_labelled), test=SimpleNamespace(pooled=x_test))
     signals = seed_dclgan.SignalSet(
-        labelled={"critic": rng.normal(size=60), "overlap": informative, "features": rng.normal(size=60)},
-        test={"critic": rng.normal(size=10), "overlap": np.arange(10.0), "features": rng.normal(size=10)},
-        features_for_fold=lambda k: (rng.normal(size=(60, 5)), None),
-        neighbours=None, saliency_model=None)
+        labelled={"critic": rng.normal(size=60), "overlap": informative, "critic_nearest": rng.normal(size=60)},
+        test={"critic": rng.normal(size=10), "overlap": np.arange(10.0), "critic_nearest": rng.normal(size=10)},
+        features_for_fold=lambda k: (x_labelled, x_test), neighbours=None, saliency_model=readouts)
+
+    class Toy(seed_dclgan.SeedDCLGAN):
+        def prepare(self, audit):
+            self.domain, self.synthetic_images = "halves", None
+            return self.read_signals(audit, signals, {})
+
+        def notes(self, embedding):
+            return []
+
     from synthleak.decide import cv_folds
 
     folds = cv_folds(y, None, 5, 0)
-    cfg = MethodConfig(n_folds=3)
-    choice = seed_dclgan.choose_signal(signals, y, None, folds, cfg)
-    assert choice.chosen == "overlap" and choice.per_fold == ["overlap"] * 5
-    assert roc_auc_score(y, choice.labelled) > 0.8
+    method = Toy(MethodConfig(n_folds=3))
+    result = method.run(_ToyAudit(y, folds))
+    assert method.chosen == "overlap" and method.per_fold == ["overlap"] * 5
+    assert roc_auc_score(y, result.labelled_scores) > 0.8
     # held-out rows are z-scored against their training rows: the test ranking is unchanged
-    assert np.all(np.diff(choice.test) > 0)
+    assert np.all(np.diff(result.test_scores) > 0)
+    # (c) is honest too: each fold's rows scored by a classifier fitted on the other folds only
+    for k, (train, val) in enumerate(folds):
+        model = seed_dclgan.make_classifier(MethodConfig())().fit(x_labelled[train], y[train])
+        np.testing.assert_allclose(result.variants["features"].labelled[val], model.predict_proba(x_labelled[val])[:, 1])
 
 
 def test_overlap_and_spatial_overlap_helpers():
@@ -150,6 +182,6 @@ def test_overlap_and_spatial_overlap_helpers():
 def test_tiny_challenge_end_to_end(tmp_path, request):
     pytest.importorskip("synthleak.bench.build")
     data = request.getfixturevalue("tiny_audit_data")
-    result = seed_dclgan.run(data, _cfg(tmp_path))
+    result = run_method("seed-dclgan", data, _cfg(tmp_path))
     assert result.test_scores.shape == (len(data.real_unknown),)
     assert result.labelled_scores.shape == (len(data.labelled()[1]),)

@@ -1,14 +1,18 @@
 """seed-resnet-radiomics: in-fold top-K selection (no held-out labels), meta-signals, end-to-end runs."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from synthleak.attacks.knn import NeighbourIndex
 from synthleak.config import MethodConfig
 from synthleak.data.layout import AuditData
 from synthleak.decide import cv_folds
 from synthleak.errors import SynthleakError
+from synthleak.features.embedding import Embedding
 from synthleak.methods.context import labelled_folds
 from synthleak.methods import run_method
 from synthleak.methods import seed_resnet_radiomics as srr
@@ -48,13 +52,48 @@ def _toy(n: int = 40, d: int = 6, seed: int = 0):
     return np.concatenate([meta, raw], axis=1), y, synthetic
 
 
-def test_top_k_ranking_never_sees_held_out_rows_or_labels():
+class _ToyAudit:
+    """The part of an audit context ScoringMethod.run reads: labels, folds and the index factory."""
+
+    def __init__(self, y, folds):
+        self.y, self._folds = y, folds
+        self.data = SimpleNamespace(has_labelled=True)
+
+    def folds(self, cfg=None):
+        return self._folds
+
+    def index(self, database):
+        return NeighbourIndex(database)
+
+
+def _toy_method(x, x_test, synthetic, k: int, n_trees: int) -> srr.SeedResNetRadiomics:
+    """The method on given classifier inputs: its own fit / score and ScoringMethod.run's cross-fitting, with the
+    autoencoder and radiomics (prepare) replaced by the toy table."""
+
+    class Toy(srr.SeedResNetRadiomics):
+        def prepare(self, audit):
+            self.k, self.keep_raw, self.fallback, self.n_trees = k, False, "cosine", n_trees
+            self.synthetic_raw, self.labelled, self.selections = synthetic, True, []
+            self.n_folds = len(audit.folds())
+            n = len(x) + (0 if x_test is None else len(x_test))
+            self.unsupervised = {key: np.zeros(n) for key in srr.VARIANT_NAMES}
+            self.nearest = np.zeros((n, 3), int)
+            return Embedding("toy", None, x, x_test)
+
+        def notes(self, embedding):
+            return []
+
+    return Toy(MethodConfig(seed=0, quiet=True))
+
+
+def test_top_k_ranking_never_sees_held_out_rows_or_labels(monkeypatch):
     """Would fail if the ranking were fit on all labelled rows before cross-validation."""
+    monkeypatch.setattr(srr, "make_importance_model", lambda seed, n_trees: SpyRanker())
     x, y, synthetic = _toy()
     x_test = x[:5] + 0.1
     folds = cv_folds(y, None, 5, 0)
-    fitted = srr.fit_meta_classifier(x, y, x_test, synthetic, folds, k=3, seed=0, importance_model=SpyRanker(),
-                                     n_trees=10)
+    method = _toy_method(x, x_test, synthetic, k=3, n_trees=10)
+    result = method.run(_ToyAudit(y, folds))
     assert len(SPY_FITS) == len(folds) + 1  # one ranking per fold, then one on all labelled for the test
     for (rows, labels), (train_idx, val_idx) in zip(SPY_FITS, folds):
         seen = rows[:, 0].astype(int)  # the id column
@@ -62,22 +101,23 @@ def test_top_k_ranking_never_sees_held_out_rows_or_labels():
         assert not set(seen) & set(val_idx.tolist())
         np.testing.assert_array_equal(labels, y[seen])
     assert len(SPY_FITS[-1][0]) == len(y)
-    assert fitted.labelled.shape == (len(y),) and fitted.test.shape == (5,)
-    assert all(len(s) == 3 for s in fitted.selections)
+    assert result.labelled_scores.shape == (len(y),) and result.test_scores.shape == (5,)
+    assert len(method.selections) == len(folds) + 1 and all(len(s) == 3 for s in method.selections)
 
 
 def test_held_out_scores_do_not_depend_on_held_out_labels():
     """Flipping the labels of one fold's rows leaves that fold's out-of-fold scores unchanged."""
     x, y, synthetic = _toy(seed=1)
     folds = cv_folds(y, None, 4, 0)
-    base = srr.fit_meta_classifier(x, y, None, synthetic, folds, k=2, seed=0, n_trees=20)
+    base = _toy_method(x, None, synthetic, k=2, n_trees=20).run(_ToyAudit(y, folds))
     _, val = folds[0]
     flipped = y.copy()
     flipped[val] = 1 - flipped[val]
-    again = srr.fit_meta_classifier(x, flipped, None, synthetic, folds, k=2, seed=0, n_trees=20)
-    np.testing.assert_allclose(again.labelled[val], base.labelled[val])
-    np.testing.assert_allclose(again.maha_labelled[val], base.maha_labelled[val])
-    assert not np.allclose(again.labelled, base.labelled)  # other folds did learn from the flipped rows
+    again = _toy_method(x, None, synthetic, k=2, n_trees=20).run(_ToyAudit(flipped, folds))
+    np.testing.assert_allclose(again.labelled_scores[val], base.labelled_scores[val])
+    maha = "mahalanobis-top2"
+    np.testing.assert_allclose(again.variants[maha].labelled[val], base.variants[maha].labelled[val])
+    assert not np.allclose(again.labelled_scores, base.labelled_scores)  # other folds learnt from the flipped rows
 
 
 def test_transformer_selects_informative_feature_and_measures_distance():
@@ -153,4 +193,4 @@ def test_fallback_without_labelled_reals_and_fit_on_test_generated(tiny_audit_da
                                     {"n_trees": "0"}])
 def test_bad_options_are_user_errors(tiny_audit_data, option):
     with pytest.raises(SynthleakError, match=list(option)[0]):
-        srr.run(tiny_audit_data, _cfg(options=option))
+        run_method("seed-resnet-radiomics", tiny_audit_data, _cfg(options=option))

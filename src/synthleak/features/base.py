@@ -132,6 +132,43 @@ class TrainedModelExtractor(FeatureExtractor):
         return make_key(self.name, self.version, self._digest)
 
 
+class AutoencoderExtractor(TrainedModelExtractor):
+    """An autoencoder's latent as the feature space, and its reconstruction error from the same forward pass (the
+    paper's methods read both).
+
+    Subclasses implement `encode_pass(model, images)` -> [n, latent + 1] (latent, then the error); the pass is
+    cached by the trained model's key and the images' content (`cache.cached_array` under `pass_cache`, and in
+    memory, so that `--cache-dir none` runs it once too)."""
+
+    #: feature-cache folder of the two-output pass
+    pass_cache: ClassVar[str] = ""
+    #: dtype of the reconstruction error the space reports
+    error_dtype: ClassVar[type] = np.float32
+
+    def __init__(self, cfg: MethodConfig):
+        super().__init__(cfg)
+        self._passes: dict[str, np.ndarray] = {}
+
+    @abstractmethod
+    def encode_pass(self, model: Any, images: ImageSet) -> np.ndarray:
+        """[n, latent + 1]: each image's latent and its reconstruction error."""
+
+    def latent_and_error(self, images: ImageSet) -> np.ndarray:
+        model = self._require_model()
+        key = make_key(self.cache_key(), images.content_key())
+        if key not in self._passes:
+            self._passes[key] = cached_array(self.cfg.cache_dir, self.pass_cache, key,
+                                             lambda: self.encode_pass(model, images))
+        return self._passes[key]
+
+    def transform(self, images: ImageSet) -> np.ndarray:
+        return np.ascontiguousarray(self.latent_and_error(images)[:, :-1], dtype=np.float32)
+
+    def reconstruction_error(self, images: ImageSet) -> np.ndarray:
+        """Each image's reconstruction error (the autoencoder's own loss, per image)."""
+        return self.latent_and_error(images)[:, -1].astype(self.error_dtype)
+
+
 @dataclass
 class EncoderSpec:
     """What an encoder architecture hands to `synthleak pretrain` (see features.ENCODER_ARCHS).

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..cache import cached_array, cached_model, make_key, model_path
+from ..cache import cached_model, make_key, model_path
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import CheckpointError, SynthleakError
@@ -23,7 +23,7 @@ from ..models.resnet_ae import ResNetAE
 from ..models.tensors import autocast, to_tensor
 from ..options import option
 from ..runtime import seed_everything
-from .base import FiltersOption, TrainedModelExtractor, TrainingOptions, WeightsOption
+from .base import AutoencoderExtractor, FiltersOption, TrainingOptions, WeightsOption
 
 ARCH = "resnet-ae"
 #: bump when the architecture or training loop changes, so cached models are retrained
@@ -153,13 +153,14 @@ def encode_and_reconstruct(model: ResNetAE, pixels: np.ndarray, device: str, bat
     return np.concatenate(latents).astype(np.float32), np.concatenate(errors).astype(np.float32)
 
 
-class ResNetAEExtractor(TrainedModelExtractor):
+class ResNetAEExtractor(AutoencoderExtractor):
     """512-d latent of a ResNet autoencoder trained on the synthetic images (`--weights` loads one)."""
 
     name = "resnet-ae"
     version = VERSION
     loads_weights = True
     scale = False  # one learned space: raw Euclidean / cosine geometry is meaningful
+    pass_cache = "features/resnet-ae-full"
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
@@ -176,20 +177,7 @@ class ResNetAEExtractor(TrainedModelExtractor):
         dim = self.model.latent_dim if self.model is not None else self.settings.latent_dim
         return [f"ae_latent_{i}" for i in range(dim)]
 
-    def _latent_and_error(self, images: ImageSet) -> np.ndarray:
-        """[n, latent_dim + 1]: latent and reconstruction error, cached together (one forward pass)."""
-        model = self._require_model()
-        key = make_key(self.cache_key(), images.content_key())
-
-        def compute() -> np.ndarray:
-            z, err = encode_and_reconstruct(model, images.pixels, self.cfg.device)
-            return np.concatenate([z, err[:, None]], axis=1)
-
-        return cached_array(self.cfg.cache_dir, "features/resnet-ae-full", key, compute)
-
-    def transform(self, images: ImageSet) -> np.ndarray:
-        return np.asarray(self._latent_and_error(images)[:, :-1], dtype=np.float32)
-
-    def reconstruction_error(self, images: ImageSet) -> np.ndarray:
-        """Mean absolute error of each image's reconstruction at the model's input size."""
-        return np.asarray(self._latent_and_error(images)[:, -1], dtype=np.float32)
+    def encode_pass(self, model: ResNetAE, images: ImageSet) -> np.ndarray:
+        # the error: mean absolute error of the image's reconstruction at the model's input size
+        z, err = encode_and_reconstruct(model, images.pixels, self.cfg.device)
+        return np.concatenate([z, err[:, None]], axis=1)

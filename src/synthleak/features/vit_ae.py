@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cache import cached_array, cached_model, make_key, model_path
+from ..cache import cached_model, make_key, model_path
 from ..config import MethodConfig, PretrainConfig
 from ..data.images import IMAGE_SIZE, ImageSet
 from ..errors import SynthleakError
@@ -35,7 +35,7 @@ from ..models.vit_weights import (detect_layout, load_pretrained_vit_encoder, lo
                                   resample_position_embeddings, vit_state_from_file)
 from ..options import option
 from ..runtime import Progress, log, seed_everything
-from .base import EncoderOption, EncoderSpec, TrainedModelExtractor, TrainingOptions, WeightsOption
+from .base import AutoencoderExtractor, EncoderOption, EncoderSpec, TrainingOptions, WeightsOption
 
 __all__ = ["VIT_SIZES", "ViTAEExtractor", "ViTAESettings", "ViTAutoencoder", "ViTDecoder", "ViTEncoder",
            "build_autoencoder", "build_pretrain_encoder", "detect_layout", "fit_autoencoder", "load_vit_weights",
@@ -196,22 +196,22 @@ def encode_images(model: ViTAutoencoder, images: ImageSet, device: str, batch_si
     return out
 
 
-class ViTAEExtractor(TrainedModelExtractor):
+class ViTAEExtractor(AutoencoderExtractor):
     """Latent (default 512-d) of the ViT autoencoder trained on the generated images (`--weights`: the ViT
     encoder's initialisation, not a trained autoencoder)."""
 
     name = "vit-ae"
     scale = True
+    pass_cache = "features/vit-ae-full"
+    error_dtype = np.float64
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
         self.settings = ViTAESettings.from_config(cfg)
         self.model: ViTAutoencoder | None = None
-        self._encoded: dict[str, np.ndarray] = {}  # in-memory too: works with --cache-dir none
 
     def train_model(self, synthetic: ImageSet, description: str = "") -> tuple[ViTAutoencoder, dict]:
         model, key, record = fit_autoencoder(synthetic, self.cfg, self.settings)
-        self._encoded.clear()
         return model, {**record, "key": key}
 
     def model_digest(self) -> str:
@@ -223,22 +223,8 @@ class ViTAEExtractor(TrainedModelExtractor):
         """How the autoencoder was made: encoder init, epochs, losses."""
         return self.meta
 
-    def encode(self, images: ImageSet) -> np.ndarray:
-        """Latent features and reconstruction error ([n, latent + 1]), cached by content hash."""
-        model = self._require_model()
-        key = make_key(self.cache_key(), images.content_key())
-        if key not in self._encoded:
-            self._encoded[key] = cached_array(self.cfg.cache_dir, "features/vit-ae-full", key,
-                                              lambda: encode_images(model, images, self.cfg.device,
-                                                                    self.settings.batch_size))
-        return self._encoded[key]
-
-    def transform(self, images: ImageSet) -> np.ndarray:
-        return np.ascontiguousarray(self.encode(images)[:, :-1], dtype=np.float32)
-
-    def reconstruction_error(self, images: ImageSet) -> np.ndarray:
-        """Per-image MSE between the [-1, 1] image and its reconstruction."""
-        return self.encode(images)[:, -1].astype(np.float64)
+    def encode_pass(self, model: ViTAutoencoder, images: ImageSet) -> np.ndarray:
+        return encode_images(model, images, self.cfg.device, self.settings.batch_size)
 
     def feature_names(self) -> list[str]:
         return [f"vit_latent_{i}" for i in range(self.settings.latent)]

@@ -1,7 +1,8 @@
 """The method interface: a Method runs on an audit context and returns continuous membership scores.
 
-Most methods are ScoringMethods in scikit-learn's shape (fit on a Reference, score real images); the audit
-context and ScoringMethod.run own what used to be repeated in every method: folds, embeddings, cross-fitting.
+Every attack and paper method is a ScoringMethod in scikit-learn's shape (fit on a Reference, score real
+images); the audit context and ScoringMethod.run own what used to be repeated in every method: folds, embeddings,
+cross-fitting. The compositions (calibration, ensemble, the default recipe) are Methods with their own run.
 """
 from __future__ import annotations
 
@@ -156,15 +157,18 @@ class Scores:
     values: np.ndarray
     #: each row's 3 nearest synthetic images (for the report), when the method searched for them
     neighbours: np.ndarray | None = None
+    #: further signals of the same rows, reported beside the main score (a clustering's other algorithms, the
+    #: paper methods' meta-signals)
+    variants: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class ScoringMethod(Method):
     """A method in scikit-learn's shape: `fit(reference)` then `score(features, positions)`.
 
-    `run` does the rest, the same way for every such method: the audit's embedding in the method's feature
-    space; a label-free method fitted once and scoring every real; a method that learns from labels
-    (`reference_classes` not empty) cross-fitted on the audit's folds, each fold's rows scored by a fit on the
-    other folds, the test reals by a fit on every labelled real."""
+    `run` does the rest, the same way for every such method: the audit's images in the method's feature space
+    (`prepare`); a label-free method fitted once and scoring every real; a method that learns from labels
+    (`learns_from_labels`) cross-fitted on the audit's folds, each fold's rows scored by a fit on the other
+    folds, the test reals by a fit on every labelled real."""
 
     #: whether the method compares with the synthetic images (the real-only control does not)
     needs_synthetic: ClassVar[bool] = True
@@ -173,8 +177,19 @@ class ScoringMethod(Method):
 
     @property
     def reference_classes(self) -> tuple[int, ...]:
-        """The label classes whose labelled reals the method uses as a reference (none: label-free)."""
+        """The label classes whose labelled reals the method compares with (none: it keeps no labelled reals as a
+        reference)."""
         return ()
+
+    def learns_from_labels(self, audit: AuditContext) -> bool:
+        """Whether this run fits on labels, and is therefore cross-fitted (a method that uses labels when the audit
+        has them and works without them answers audit.data.has_labelled)."""
+        return bool(self.reference_classes)
+
+    def prepare(self, audit: AuditContext) -> Embedding:
+        """The audit's images in the method's feature space: the audit's shared embedding, or for a method with a
+        model of its own (the paper's autoencoders) the rows that model gives, built here once per run."""
+        return audit.embedding(self.cfg, self.needs_synthetic)
 
     @abstractmethod
     def fit(self, reference: Reference) -> "ScoringMethod":
@@ -193,34 +208,64 @@ class ScoringMethod(Method):
         """What the scores are, in a sentence or two (after the last fit)."""
         return []
 
+    def trained_on(self, embedding: Embedding) -> dict[str, Any]:
+        """What the method's models were trained on, for the output record (after the last fit)."""
+        return dict(embedding.trained_on)
+
     def run(self, audit: AuditContext) -> MethodResult:
-        if self.reference_classes and not audit.data.has_labelled:
+        cross_fit = self.learns_from_labels(audit)
+        if cross_fit and not audit.data.has_labelled:
             raise SynthleakError(self.labels_missing())
-        emb = audit.embedding(self.cfg, self.needs_synthetic)
+        emb = self.prepare(audit)
         reals = emb.reals
         index = audit.index(emb.synthetic) if emb.synthetic is not None else None
         n_lab = emb.n_labelled
         test_rows = np.arange(n_lab, len(reals))
-        labelled = None
-        if not self.reference_classes:
+        labelled, variants = None, _OutOfFold(n_lab)
+        if not cross_fit:
             self.fit(Reference(emb.synthetic, index, reals, n_lab, index=audit.index))
-            labelled = self.score(emb.labelled, np.arange(n_lab)).values if n_lab else None
+            if n_lab:
+                scores = self.score(emb.labelled, np.arange(n_lab))
+                labelled = scores.values
+                variants.values = dict(scores.variants)
         else:
             y, folds = audit.y, audit.folds(self.cfg)
-            size = fold_reference_size(y, folds, self.reference_classes)
+            size = fold_reference_size(y, folds, self.reference_classes) if self.reference_classes else 0
             labelled = np.empty(n_lab)
             for i, (train, val) in enumerate(folds):
                 self.fit(Reference(emb.synthetic, index, reals, n_lab, emb.labelled[train], y[train], train, i,
                                    len(folds), size, audit.index))
-                labelled[val] = self.score(emb.labelled[val], val).values
+                scores = self.score(emb.labelled[val], val)
+                labelled[val] = scores.values
+                variants.add(scores.variants, val)
             self.fit(Reference(emb.synthetic, index, reals, n_lab, emb.labelled, y, np.arange(n_lab), len(folds),
                                len(folds), size, audit.index))
         test = self.score(emb.test, test_rows, neighbours=True) if emb.test is not None else None
         result = MethodResult(test_scores=test.values if test else None, labelled_scores=labelled,
-                              trained_on=dict(emb.trained_on), real_features=reals if self.reports_features else None,
+                              trained_on=self.trained_on(emb),
+                              real_features=reals if self.reports_features else None,
                               neighbours=test.neighbours if test else None)
+        result.variants = variants.signals(test.variants if test else {})
         result.notes += self.notes(emb)
         return result
+
+
+class _OutOfFold:
+    """The labelled rows' variant signals, gathered fold by fold (float64, as the main score's)."""
+
+    def __init__(self, n_rows: int):
+        self.n_rows = n_rows
+        self.values: dict[str, np.ndarray] = {}
+
+    def add(self, variants: dict[str, np.ndarray], rows) -> None:
+        for name, values in variants.items():
+            if name not in self.values:
+                self.values[name] = np.empty(self.n_rows)
+            self.values[name][rows] = values
+
+    def signals(self, test: dict[str, np.ndarray]) -> dict[str, Signal]:
+        names = list(self.values) + [n for n in test if n not in self.values]
+        return {n: Signal(self.values.get(n), test.get(n)) for n in names}
 
 
 def fold_reference_size(y: np.ndarray, folds, classes: tuple[int, ...]) -> int:

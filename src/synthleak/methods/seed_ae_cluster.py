@@ -38,11 +38,11 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 
 from ..config import MethodConfig
-from ..data.layout import AuditData
 from ..errors import SynthleakError
 from ..options import Options, option
-from .base import Method, MethodResult, Signal
-from .context import AuditContext, as_context
+from ..features.embedding import Embedding
+from .base import Reference, Scores, ScoringMethod
+from .context import AuditContext
 
 ALGORITHMS = ("kmeans", "gmm", "spectral")
 DEFAULT_FEATURES = "conv-res-ae"
@@ -218,31 +218,7 @@ def clustered_space_options(cfg: MethodConfig) -> list:
     return feature_space_options(ClusterOptions.read(cfg.options).features)
 
 
-def _features(audit: AuditContext, cfg: MethodConfig):
-    space = ClusterOptions.read(cfg.options).features
-    emb = audit.embedding(replace(cfg, feature_space=space), need_synthetic=not audit.data.has_labelled)
-    syn = None if emb.synthetic is None else emb.synthetic.astype(np.float64)
-    return space, emb.reals.astype(np.float64), syn, dict(emb.trained_on)
-
-
 # ----------------------------------------------------------------------------- method
-
-
-def _signal(cl: Clustering, x: np.ndarray, s: np.ndarray | None, audit: AuditContext, cfg: MethodConfig,
-            n_lab: int) -> tuple[Signal, np.ndarray]:
-    """Out-of-fold labelled scores and test scores for one clustering; returns the test-time values."""
-    test_rows = np.arange(n_lab, len(x))
-    if not audit.data.has_labelled:
-        values = synthetic_proximity(x, cl.assign, s, cl.k)
-        return Signal(None, cluster_scores(cl, test_rows, values)), values
-    y = audit.y
-    lab_assign = cl.assign[:n_lab]
-    oof = np.zeros(n_lab)
-    for train_idx, val_idx in audit.folds(cfg):
-        oof[val_idx] = cluster_scores(cl, val_idx, used_shares(lab_assign[train_idx], y[train_idx], cl.k))
-    values = used_shares(lab_assign, y, cl.k)
-    test = cluster_scores(cl, test_rows, values) if len(test_rows) else None
-    return Signal(oof, test), values
 
 
 def _describe(name: str, cl: Clustering, values: np.ndarray, labelled: bool) -> str:
@@ -253,45 +229,63 @@ def _describe(name: str, cl: Clustering, values: np.ndarray, labelled: bool) -> 
     return f"{name}: cluster sizes {sizes}; {what} per cluster [{vals}]{used}"
 
 
-def run_clustering(audit: AuditContext | AuditData, cfg: MethodConfig, main: str) -> MethodResult:
-    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
-    data = audit.data
-    if main not in CLUSTERERS:
-        raise SynthleakError(f"unknown clustering algorithm {main!r} (choose from {', '.join(ALGORITHMS)})")
-    if data.real_unknown is None and not data.has_labelled:
-        raise SynthleakError("clustering needs real images to classify (real_unknown/ or labelled reals)")
-    space, reals, syn, record = _features(audit, cfg)
-    k = ClusterOptions.read(cfg.options).clusters
-    if k < 2 or k > len(reals):
-        raise SynthleakError(f"--clusters {k}: must be between 2 and the number of real images ({len(reals)})")
-    x, s = _standardise_and_reduce(reals, syn, cfg)
-    n_lab = len(data.labelled()[1]) if data.has_labelled else 0
-    names = [main] + ([a for a in ALGORITHMS if a != main] if ClusterOptions.read(cfg.options).variants else [])
-    result = MethodResult(test_scores=None, trained_on=record)
-    for name in names:
-        cl = CLUSTERERS[name](x, k, cfg)
-        signal, values = _signal(cl, x, s, audit, cfg, n_lab)
-        if name == main:
-            result.test_scores, result.labelled_scores = signal.test, signal.labelled
-        else:
-            result.variants[name] = signal
-        result.notes.append(_describe(name, cl, values, data.has_labelled))
-    result.trained_on["clustering"] = (f"{len(x)} reals (labelled + real_unknown) without labels, "
-                                       f"'{space}' features, {x.shape[1]} dims, k={k}")
-    result.trained_on["cluster->label mapping"] = (
-        "labelled reals (out-of-fold for labelled scores)" if data.has_labelled
-        else "no labels: cluster nearest the synthetic centroid = used")
-    return result
+class SeedAEClustering(ScoringMethod):
+    """Paper method 2: cluster the reals in an encoder's feature space, map clusters to used / not used.
 
-
-class SeedAEClustering(Method):
-    """Paper method 2: cluster the reals in an encoder's feature space, map clusters to used / not used."""
+    The clustering learns no label, so `prepare` fits it once on every real; `fit` learns only the cluster ->
+    label mapping (from a fold's labelled reals, or without labels from the synthetic centroid) and `score` reads
+    each real's cluster affinities through it."""
 
     Settings = ClusterOptions
     algorithm = "kmeans"
+    reports_features = False
 
-    def run(self, audit: AuditContext) -> MethodResult:
-        return run_clustering(audit, self.cfg, self.algorithm)
+    def learns_from_labels(self, audit: AuditContext) -> bool:
+        return audit.data.has_labelled
+
+    def prepare(self, audit: AuditContext) -> Embedding:
+        data, opts = audit.data, self.settings
+        if data.real_unknown is None and not data.has_labelled:
+            raise SynthleakError("clustering needs real images to classify (real_unknown/ or labelled reals)")
+        self.labelled = data.has_labelled
+        emb = audit.embedding(replace(self.cfg, feature_space=opts.features), need_synthetic=not data.has_labelled)
+        reals = emb.reals.astype(np.float64)
+        k = opts.clusters
+        if k < 2 or k > len(reals):
+            raise SynthleakError(f"--clusters {k}: must be between 2 and the number of real images ({len(reals)})")
+        x, s = _standardise_and_reduce(reals, None if emb.synthetic is None else emb.synthetic.astype(np.float64),
+                                       self.cfg)
+        names = [self.algorithm] + ([a for a in ALGORITHMS if a != self.algorithm] if opts.variants else [])
+        self.clusterings = {name: CLUSTERERS[name](x, k, self.cfg) for name in names}
+        self.space, self.x, self.s = opts.features, x, s
+        n_lab = emb.n_labelled
+        return Embedding(f"{opts.features} (standardised)", None, x[:n_lab] if n_lab else None,
+                         x[n_lab:] if len(x) > n_lab else None, dict(emb.trained_on))
+
+    def fit(self, reference: Reference) -> "SeedAEClustering":
+        if reference.labelled is None:
+            self.values = {name: synthetic_proximity(self.x, cl.assign, self.s, cl.k)
+                           for name, cl in self.clusterings.items()}
+        else:
+            self.values = {name: used_shares(cl.assign[reference.labelled_rows], reference.y, cl.k)
+                           for name, cl in self.clusterings.items()}
+        return self
+
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
+        signals = {name: cluster_scores(cl, positions, self.values[name]) for name, cl in self.clusterings.items()}
+        return Scores(signals.pop(self.algorithm), variants=signals)
+
+    def notes(self, embedding: Embedding) -> list[str]:
+        return [_describe(name, cl, self.values[name], self.labelled) for name, cl in self.clusterings.items()]
+
+    def trained_on(self, embedding: Embedding) -> dict:
+        k = next(iter(self.clusterings.values())).k
+        return {**embedding.trained_on,
+                "clustering": (f"{len(self.x)} reals (labelled + real_unknown) without labels, "
+                               f"'{self.space}' features, {self.x.shape[1]} dims, k={k}"),
+                "cluster->label mapping": ("labelled reals (out-of-fold for labelled scores)" if self.labelled
+                                           else "no labels: cluster nearest the synthetic centroid = used")}
+
 
 
 class SeedAEKMeans(SeedAEClustering):

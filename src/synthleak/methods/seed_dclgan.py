@@ -45,9 +45,9 @@ from ..features.dclgan import (CriticReadout, DCLGANSettings, PatchGANDiscrimina
                                activation_maps, dclgan_settings, read_critic, split_halves, train_or_load)
 from ..options import Options, option
 from ..runtime import log
-from ..features.embedding import training_synthetic
-from .base import Method, MethodResult, Signal, cross_fitted_classifier
-from .context import AuditContext, as_context
+from ..features.embedding import Embedding, training_synthetic
+from .base import MethodResult, Reference, Scores, ScoringMethod, cross_fitted_classifier
+from .context import AuditContext
 
 SIGNALS = ("critic", "overlap", "features")
 DOMAINS = ("halves", "real_not_used")
@@ -169,10 +169,15 @@ def read_all(trained: TrainedCritic, data: AuditData, synthetic: ImageSet, cfg: 
 
 @dataclass
 class SignalSet:
-    """Labelled (honest) and test scores of each signal, plus per-test nearest synthetic (for saliency)."""
+    """The critic's label-free signals (a)-(b) and the nearest-distance variant of every real, the critic features
+    (c) is read from, and per test image its nearest synthetic image (for saliency).
+
+    `labelled` rows are honest: with the real_not_used domain each fold's rows come from the model that never saw
+    them (z-scored on that model's own synthetic scores), and `test` averages the fold models."""
 
     labelled: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
+    #: (labelled, test) pooled critic features of the model that reads fold k's rows
     features_for_fold: Callable[[int], tuple[np.ndarray, np.ndarray | None]] | None
     neighbours: np.ndarray | None
     saliency_model: Readouts
@@ -194,14 +199,9 @@ def halves_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSettings,
         test["critic"] = r.test.logit.astype(float)
         test["overlap"], neighbours = overlap_scores(r.test, r.synthetic)
         test["critic_nearest"] = critic_nearest(r.test, r.synthetic, index)
-    if r.labelled is not None:
-        _, y = data.labelled()
-        x_test = r.test.pooled if r.test is not None else None
-        lab["features"], t = safe_cross_fit(r.labelled.pooled, y, x_test, make_classifier(cfg), folds)
-        if t is not None:
-            test["features"] = t
     desc = (f"domain A = {len(a)}, domain B = {len(b)} images: two seeded halves of the synthetic "
             f"training images (no reals seen)")
+    x_test = r.test.pooled if r.test is not None else None
     features = (lambda k: (r.labelled.pooled, x_test)) if r.labelled is not None else None
     return SignalSet(lab, test, features, neighbours, r), desc
 
@@ -211,11 +211,10 @@ def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSet
     """The paper's domains (generated vs real_not_used), one GAN per labelled fold (cross-fitting)."""
     images, y = data.labelled()
     n_test = len(data.real_unknown) if data.real_unknown is not None else 0
-    lab = {name: np.zeros(len(y)) for name in ("critic", "overlap", "critic_nearest", "features")}
+    lab = {name: np.zeros(len(y)) for name in ("critic", "overlap", "critic_nearest")}
     test = {name: np.zeros(n_test) for name in lab}
     per_fold: list[Readouts] = []
     neighbours = None
-    make = make_classifier(cfg)
     for k, (tr, va) in enumerate(folds):
         if not np.any(y[tr] == 0):
             raise SynthleakError(f"--set dclgan_domain=real_not_used: labelled fold {k + 1} has no training "
@@ -234,19 +233,12 @@ def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSet
         lab["critic"][va] = _zscore(syn_critic, r.labelled.logit[va])
         lab["overlap"][va] = _zscore(syn_overlap, overlap_scores(r.labelled, r.synthetic)[0][va])
         lab["critic_nearest"][va] = _zscore(syn_nearest, critic_nearest(r.labelled, r.synthetic, index)[va])
-        if len(np.unique(y[tr])) == 2:
-            model = make().fit(r.labelled.pooled[tr], y[tr])
-            predict = lambda x, model=model: model.predict_proba(x)[:, 1]  # noqa: E731
-        else:  # a one-class training fold carries no information: constant member rate
-            predict = lambda x, rate=float(np.mean(y[tr])): np.full(len(x), rate)  # noqa: E731
-        lab["features"][va] = predict(r.labelled.pooled[va])
         if r.test is not None:
             test["critic"] += _zscore(syn_critic, r.test.logit) / len(folds)
             ov, nn = overlap_scores(r.test, r.synthetic)
             test["overlap"] += _zscore(syn_overlap, ov) / len(folds)
             neighbours = nn if neighbours is None else neighbours
             test["critic_nearest"] += _zscore(syn_nearest, critic_nearest(r.test, r.synthetic, index)) / len(folds)
-            test["features"] += predict(r.test.pooled) / len(folds)
     if data.real_unknown is None:
         test = {}
 
@@ -264,47 +256,6 @@ def _self_excluded_nearest(synthetic: CriticReadout, index: IndexFactory = Neigh
     sd[sd < 1e-8] = 1.0
     z = (synthetic.pooled - mu) / sd
     return -index(z).search(z, 2)[0][:, 1]
-
-
-# ---------------------------------------------------------------------------- honest selection
-@dataclass
-class Choice:
-    labelled: np.ndarray
-    test: np.ndarray | None
-    chosen: str
-    per_fold: list[str]
-    cv_auc: dict[str, float]
-
-
-def choose_signal(signals: SignalSet, y: np.ndarray, groups: np.ndarray | None, folds, cfg: MethodConfig) -> Choice:
-    """Nested choice among (a)-(c): each outer fold picks by AUC on its training rows only.
-
-    Scores of the held-out rows are z-scored against the training rows of the chosen signal, so
-    rows from folds that chose different signals share one scale. The test score uses the signal
-    with the best CV AUC on all labelled rows, z-scored the same way.
-    """
-    names = [n for n in SIGNALS if n in signals.labelled]
-    make = make_classifier(cfg)
-    out = np.zeros(len(y))
-    per_fold = []
-    for k, (tr, va) in enumerate(folds):
-        cands: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name in names:
-            if name == "features":
-                x_lab, _ = signals.features_for_fold(k)
-                inner = cv_folds(y[tr], None if groups is None else groups[tr], cfg.n_folds, cfg.seed)
-                cands[name] = safe_cross_fit(x_lab[tr], y[tr], x_lab[va], make, inner)
-            else:
-                cands[name] = (signals.labelled[name][tr], signals.labelled[name][va])
-        best = max(names, key=lambda n: (_auc(y[tr], cands[n][0]), -names.index(n)))
-        per_fold.append(best)
-        out[va] = _zscore(cands[best][0], cands[best][1])
-    cv_auc = {n: _auc(y, signals.labelled[n]) for n in names}
-    chosen = max(names, key=lambda n: (cv_auc[n], -names.index(n)))
-    test = None
-    if chosen in signals.test:
-        test = _zscore(signals.labelled[chosen], signals.test[chosen])
-    return Choice(out, test, chosen, per_fold, cv_auc)
 
 
 # ------------------------------------------------------------------------------------ saliency
@@ -370,56 +321,169 @@ def _check_options(cfg: MethodConfig) -> None:
     make_classifier(cfg)
 
 
-def run(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
-    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
-    data = audit.data
-    settings = dclgan_settings(cfg)
-    _check_options(cfg)
-    domain = SeedDCLGANOptions.read(cfg.options).dclgan_domain
-    if domain not in DOMAINS:
-        raise SynthleakError(f"--set dclgan_domain={domain}: choose from {', '.join(DOMAINS)}")
-    if domain == "real_not_used" and not data.has_labelled:
-        raise SynthleakError("--set dclgan_domain=real_not_used needs labelled reals (real_used/ and real_not_used/)")
-    train_images, train_desc = training_synthetic(data, cfg)
-    synthetic = data.synthetic(cfg.synthetic_pool).materialise()  # the critic reads every image several times
-    folds = audit.folds(cfg) if data.has_labelled else None
-    build = halves_signals if domain == "halves" else cross_fitted_signals
-    signals, model_desc = build(data, cfg, settings, train_images, synthetic, folds, audit.index)
+class _Constant:
+    """What a one-class training part teaches the classifier (c): its member rate, for every row."""
 
-    result = MethodResult(test_scores=None, trained_on={"dclgan": f"{model_desc}; from {train_desc}"})
-    for name in (*SIGNALS, "critic_nearest"):
-        if name in signals.labelled or name in signals.test:
-            result.variants[name] = Signal(signals.labelled.get(name), signals.test.get(name))
-    if data.has_labelled:
-        _, y = data.labelled()
-        choice = choose_signal(signals, y, data.labelled_groups(), folds, cfg)
-        result.labelled_scores, result.test_scores = choice.labelled, choice.test
-        aucs = ", ".join(f"{n} {v:.3f}" for n, v in choice.cv_auc.items())
-        result.notes.append(f"main score: '{choice.chosen}' (best CV AUC on labelled reals: {aucs}); labelled "
-                            f"scores are nested-CV (per-fold picks: {', '.join(choice.per_fold)})")
-    else:
-        result.test_scores = signals.test.get("overlap")
-        result.notes.append("no labelled reals: main score is (b) activation overlap with the nearest generated image")
-    result.neighbours = None if signals.neighbours is None else signals.neighbours[:, None]
-    if result.test_scores is not None:
-        result.artifacts = save_saliency(signals, data, synthetic, result.test_scores, cfg)
-    meta = signals.saliency_model.trained.meta
-    epochs = meta.get("epochs_done", settings.epochs)
-    timing = ""
-    if meta.get("train_seconds") is not None and epochs:
-        timing = f", {meta['train_seconds'] / epochs:.1f} s/epoch ({meta.get('images_per_s')} img/s)"
-    result.notes.append(f"DCLGAN {settings.image_size}px, {settings.base_filters} base filters, "
-                        f"{settings.resnet_blocks} ResNet blocks, {epochs} epochs{timing}, domains: {domain}")
-    if domain == "real_not_used":
-        result.notes.append("cross-fitted: labelled rows scored by the fold model that never saw them; "
-                            "(c)'s training rows were seen by their critic, so (c) is honest but pessimistic")
-    return result
+    def __init__(self, rate: float):
+        self.rate = rate
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.full(len(x), self.rate)
 
 
-class SeedDCLGAN(Method):
-    """Paper method 4: DCLGAN critic output, activation overlap and critic features, chosen by CV."""
+class _Classifier:
+    """(c)'s classifier fitted on some rows (a constant member rate when they hold one class only)."""
+
+    def __init__(self, make: Callable[[], object], x: np.ndarray, y: np.ndarray):
+        self.model = make().fit(x, y) if len(np.unique(y)) == 2 else _Constant(float(np.mean(y)))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if isinstance(self.model, _Constant):
+            return self.model.predict(x)
+        return self.model.predict_proba(x)[:, 1]
+
+
+class SeedDCLGAN(ScoringMethod):
+    """Paper method 4: DCLGAN critic output, activation overlap and critic features, chosen by CV.
+
+    `prepare` trains (or loads) the critic(s) and reads every real once: (a), (b) and the nearest-distance variant
+    are label-free per image (with the real_not_used domain already cross-fitted over the audit's folds, one GAN
+    per fold). `fit` on a fold's labelled rows fits (c)'s classifier on them and chooses the signal with the best
+    AUC on them ((c) judged by an inner CV of those rows); `score` z-scores the chosen signal against its values
+    on the training rows. The fit on every labelled real chooses by the out-of-fold AUC of each signal; with the
+    real_not_used domain its (c) averages the fold models (one critic per fold: none saw every labelled real)."""
 
     Settings = SeedDCLGANOptions
+    reports_features = False
+
+    def learns_from_labels(self, audit: AuditContext) -> bool:
+        return audit.data.has_labelled
+
+    def prepare(self, audit: AuditContext) -> Embedding:
+        data, cfg = audit.data, self.cfg
+        self.dclgan = dclgan_settings(cfg)
+        _check_options(cfg)
+        self.domain = self.settings.dclgan_domain
+        if self.domain not in DOMAINS:
+            raise SynthleakError(f"--set dclgan_domain={self.domain}: choose from {', '.join(DOMAINS)}")
+        if self.domain == "real_not_used" and not data.has_labelled:
+            raise SynthleakError("--set dclgan_domain=real_not_used needs labelled reals (real_used/ and "
+                                 "real_not_used/)")
+        train_images, train_desc = training_synthetic(data, cfg)
+        # the critic reads every synthetic image several times
+        self.synthetic_images = data.synthetic(cfg.synthetic_pool).materialise()
+        build = halves_signals if self.domain == "halves" else cross_fitted_signals
+        signals, model_desc = build(data, cfg, settings=self.dclgan, train_images=train_images,
+                                    synthetic=self.synthetic_images, folds=audit.folds(cfg) if data.has_labelled
+                                    else None, index=audit.index)
+        return self.read_signals(audit, signals, {"dclgan": f"{model_desc}; from {train_desc}"})
+
+    def read_signals(self, audit: AuditContext, signals: SignalSet, trained_on: dict) -> Embedding:
+        """Keep the critic's signals of every real for fit / score; the embedding's rows are the critic features
+        of the model that reads fold 1 (the only model with the halves domain)."""
+        self.data, self.signals, self.labelled = audit.data, signals, audit.data.has_labelled
+        self.folds = audit.folds(self.cfg) if self.labelled else None
+        self.y = audit.y if self.labelled else None
+        self.groups = audit.data.labelled_groups() if self.labelled else None
+        self.n_labelled = 0 if self.y is None else len(self.y)
+        self.make = make_classifier(self.cfg)
+        self.fold_models: dict[int, _Classifier] = {}
+        self.per_fold: list[str] = []
+        self.rows = {}
+        for name in ("critic", "overlap", "critic_nearest"):
+            parts = [p for p in (signals.labelled.get(name), signals.test.get(name)) if p is not None]
+            if parts:
+                self.rows[name] = np.concatenate(parts)
+        r = signals.saliency_model
+        return Embedding("dclgan critic", None, None if r.labelled is None else r.labelled.pooled,
+                         None if r.test is None else r.test.pooled, trained_on)
+
+    # (c), the classifier on critic features
+    def _fold_model(self, k: int) -> _Classifier:
+        """(c)'s classifier of fold k: fitted on that fold's training rows, with the features of the model that
+        reads fold k."""
+        if k not in self.fold_models:
+            train, _ = self.folds[k]
+            x, _ = self.signals.features_for_fold(k)
+            self.fold_models[k] = _Classifier(self.make, x[train], self.y[train])
+        return self.fold_models[k]
+
+    def _features_out_of_fold(self) -> np.ndarray:
+        oof = np.zeros(self.n_labelled)
+        for k, (_, val) in enumerate(self.folds):
+            oof[val] = self._fold_model(k).predict(self.signals.features_for_fold(k)[0][val])
+        return oof
+
+    def fit(self, reference: Reference) -> "SeedDCLGAN":
+        if reference.labelled is None:
+            return self
+        names = list(SIGNALS)
+        if reference.final:
+            train = {n: self.rows[n][:self.n_labelled] for n in names if n != "features"}
+            train["features"] = self._features_out_of_fold()
+            y = self.y
+            self.cv_auc = {n: _auc(y, train[n]) for n in names}
+            self.chosen = max(names, key=lambda n: (self.cv_auc[n], -names.index(n)))
+            if self.domain == "halves":
+                x_labelled, _ = self.signals.features_for_fold(0)
+                self.final_model = _Classifier(self.make, x_labelled, y)
+        else:
+            rows, y, k = reference.labelled_rows, reference.y, reference.fold
+            train = {n: self.rows[n][rows] for n in names if n != "features"}
+            x_labelled, _ = self.signals.features_for_fold(k)
+            inner = cv_folds(y, None if self.groups is None else self.groups[rows], self.cfg.n_folds, self.cfg.seed)
+            train["features"] = safe_cross_fit(x_labelled[rows], y, None, self.make, inner)[0]
+            self.chosen = max(names, key=lambda n: (_auc(y, train[n]), -names.index(n)))
+            self.per_fold.append(self.chosen)
+        self.fold = reference.fold
+        self.reference_values = train[self.chosen]
+        return self
+
+    def _features_scores(self, positions: np.ndarray) -> np.ndarray:
+        if self.fold < len(self.folds):  # a fold's held-out labelled rows
+            return self._fold_model(self.fold).predict(self.signals.features_for_fold(self.fold)[0][positions])
+        test = positions - self.n_labelled
+        if self.domain == "halves":
+            return self.final_model.predict(self.signals.features_for_fold(0)[1][test])
+        mean = np.zeros(len(test))
+        for k in range(len(self.folds)):
+            mean += self._fold_model(k).predict(self.signals.features_for_fold(k)[1][test]) / len(self.folds)
+        return mean
+
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
+        signals = {n: self.rows[n][positions] for n in ("critic", "overlap") if n in self.rows}
+        if self.labelled:
+            signals["features"] = self._features_scores(positions)
+        if "critic_nearest" in self.rows:
+            signals["critic_nearest"] = self.rows["critic_nearest"][positions]
+        values = (_zscore(self.reference_values, signals[self.chosen]) if self.labelled else signals["overlap"])
+        nearest = None
+        if neighbours and self.signals.neighbours is not None:
+            nearest = self.signals.neighbours[positions - self.n_labelled][:, None]
+        return Scores(values, nearest, signals)
+
+    def notes(self, embedding: Embedding) -> list[str]:
+        if self.labelled:
+            aucs = ", ".join(f"{n} {v:.3f}" for n, v in self.cv_auc.items())
+            notes = [f"main score: '{self.chosen}' (best CV AUC on labelled reals: {aucs}); labelled scores are "
+                     f"nested-CV (per-fold picks: {', '.join(self.per_fold)})"]
+        else:
+            notes = ["no labelled reals: main score is (b) activation overlap with the nearest generated image"]
+        settings, meta = self.dclgan, self.signals.saliency_model.trained.meta
+        epochs = meta.get("epochs_done", settings.epochs)
+        timing = ""
+        if meta.get("train_seconds") is not None and epochs:
+            timing = f", {meta['train_seconds'] / epochs:.1f} s/epoch ({meta.get('images_per_s')} img/s)"
+        notes.append(f"DCLGAN {settings.image_size}px, {settings.base_filters} base filters, "
+                     f"{settings.resnet_blocks} ResNet blocks, {epochs} epochs{timing}, domains: {self.domain}")
+        if self.domain == "real_not_used":
+            notes.append("cross-fitted: labelled rows scored by the fold model that never saw them; "
+                         "(c)'s training rows were seen by their critic, so (c) is honest but pessimistic")
+        return notes
 
     def run(self, audit: AuditContext) -> MethodResult:
-        return run(audit, self.cfg)
+        result = super().run(audit)
+        if result.test_scores is not None:
+            result.artifacts = save_saliency(self.signals, self.data, self.synthetic_images, result.test_scores,
+                                             self.cfg)
+        return result

@@ -22,16 +22,15 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
 from ..config import MethodConfig
-from ..data.layout import AuditData
 from ..data.images import ImageSet
 from ..errors import SynthleakError
 from ..features.radiomics import RadiomicsExtractor
 from ..features.resnet_ae import ResNetAEExtractor, ResNetAEOptions
 from ..runtime import log
 from ..options import Options, option
-from ..features.embedding import training_synthetic
-from .base import Method, MethodResult, Signal, cross_fitted_classifier
-from .context import AuditContext, as_context
+from ..features.embedding import Embedding, training_synthetic
+from .base import Reference, Scores, ScoringMethod
+from .context import AuditContext
 
 #: meta-signal columns that precede the raw features in the classifier's input
 META_COLUMNS = ("recon_error", "min_cosine_distance")
@@ -111,42 +110,6 @@ def make_classifier(synthetic: np.ndarray, k: int, keep_raw: bool, seed: int, im
                                  importance_model=importance_model, n_trees=n_trees)),
         ("forest", make_forest(seed, n_trees)),
     ])
-
-
-@dataclass
-class FittedMeta:
-    """Cross-fitted outputs: P(used) and the Mahalanobis meta-signal (out-of-fold / test) + rankings."""
-
-    labelled: np.ndarray
-    test: np.ndarray | None
-    maha_labelled: np.ndarray
-    maha_test: np.ndarray | None
-    selections: list[np.ndarray]
-
-
-def fit_meta_classifier(x_labelled: np.ndarray, y: np.ndarray, x_test: np.ndarray | None,
-                        synthetic: np.ndarray, folds, k: int = 20, keep_raw: bool = False, seed: int = 0,
-                        importance_model=None, n_trees: int = N_TREES) -> FittedMeta:
-    """Cross-fit the Pipeline (top-K + Mahalanobis + forest) with the shared folds.
-
-    The Mahalanobis variant reuses each fold's fitted transformer, so its labelled scores are
-    out-of-fold as well. `selections` holds the top-K indices per fold, then of the all-labelled fit.
-    """
-    models: list[Pipeline] = []
-
-    def make_model() -> Pipeline:
-        models.append(make_classifier(synthetic, k, keep_raw, seed, importance_model, n_trees))
-        return models[-1]
-
-    oof, test = cross_fitted_classifier(x_labelled, y, x_test, make_model, folds)
-    # cross_fitted_classifier builds one model per fold, in fold order, then one on all labelled rows
-    maha_oof = np.zeros(len(y))
-    for model, (_, val_idx) in zip(models, folds):
-        maha_oof[val_idx] = model.named_steps["meta"].mahalanobis(x_labelled[val_idx])
-    maha_test = None
-    if test is not None:
-        maha_test = models[len(folds)].named_steps["meta"].mahalanobis(x_test)
-    return FittedMeta(oof, test, maha_oof, maha_test, [m.named_steps["meta"].selected_ for m in models])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,61 +215,81 @@ class SignalSpace:
 VARIANT_NAMES = {"recon": "recon-error", "cosine": "min-cosine-distance", "mahalanobis": "mahalanobis-radiomics"}
 
 
-def run(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
-    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
-    data = audit.data
-    k, keep_raw, fallback, n_trees = _options(cfg)
-    train_images, train_desc = training_synthetic(data, cfg)
-    # The reference distribution uses every image of the same pool; --max-train-images only caps
-    # what the autoencoder trains on (a CPU budget), not what the distances compare against.
-    reference_images, reference_desc = training_synthetic(data, replace(cfg, max_train_images=None))
+class SeedResNetRadiomics(ScoringMethod):
+    """Paper method 3: ResNet autoencoder latent + radiomics, meta-signals, Random Forest.
 
-    ae = ResNetAEExtractor(cfg).fit(train_images, train_desc)
-    weights = ResNetAEOptions.read(cfg.options).weights
-    rad = RadiomicsExtractor(cfg)
-    log(f"[seed-resnet-radiomics] features of {len(reference_images)} synthetic images")
-    space = SignalSpace(_features(ae, rad, reference_images))
-    lab_images, y = data.labelled() if data.has_labelled else (None, None)
-    x_lab, uns_lab, _ = space.table(_features(ae, rad, lab_images)) if y is not None else (None, {}, None)
-    x_test, uns_test, nn_test = (space.table(_features(ae, rad, data.real_unknown))
-                                 if data.real_unknown is not None else (None, {}, None))
-
-    result = MethodResult(test_scores=None, neighbours=nn_test, trained_on={
-        "resnet-ae": f"weights {weights}" if weights else ae.meta.get("trained_on", train_desc),
-        "synthetic reference (cosine, Mahalanobis)": reference_desc,
-    })
-    # neighbours index train/generated (+ test/generated): a prefix of data.synthetic(), as the report expects
-    for key, name in VARIANT_NAMES.items():
-        result.variants[name] = Signal(uns_lab.get(key), uns_test.get(key))
-    result.notes.append("meta-signal variants are negated distances/errors: higher = closer to the synthetic images")
-    if y is None:
-        result.test_scores = uns_test.get(fallback)
-        result.notes.append(f"no labelled reals: no Random Forest; score = unsupervised '{VARIANT_NAMES[fallback]}' "
-                            f"signal (--set fallback=cosine|recon|mahalanobis)")
-        return result
-
-    folds = audit.folds(cfg)
-    fitted = fit_meta_classifier(x_lab, y, x_test, space.synthetic_raw, folds, k=k, keep_raw=keep_raw,
-                                 seed=cfg.seed, n_trees=n_trees)
-    result.labelled_scores, result.test_scores = fitted.labelled, fitted.test
-    result.variants[f"mahalanobis-top{k}"] = Signal(-fitted.maha_labelled,
-                                                     None if fitted.maha_test is None else -fitted.maha_test)
-    result.trained_on["random forest"] = (f"labelled reals ({len(y)}), cross-fitted over {len(folds)} folds; "
-                                          f"top-{k} features chosen inside each fold")
-    names = ae.feature_names() + rad.feature_names()
-    final, which = ((fitted.selections[-1], "all labelled") if fitted.test is not None
-                    else (fitted.selections[0], "fold 1"))
-    result.notes.append(f"top-{k} features ({which}): " + ", ".join(names[i] for i in final[:8])
-                        + (" ..." if len(final) > 8 else ""))
-    inputs = "meta-signals + raw features" if keep_raw else "meta-signals (recon, cosine, Mahalanobis)"
-    result.notes.append(f"Random Forest ({n_trees} trees) on {inputs}; score = P(used)")
-    return result
-
-
-class SeedResNetRadiomics(Method):
-    """Paper method 3: ResNet autoencoder latent + radiomics, meta-signals, Random Forest."""
+    `prepare` trains (or loads) the autoencoder on the synthetic images and maps every real to the classifier's
+    input and the label-free meta-signals once; `fit` cross-fits the Pipeline (top-K + Mahalanobis + forest) on a
+    fold's labelled rows, and `score` reads P(used) and the meta-signals (without labelled reals the score is
+    the `fallback` meta-signal)."""
 
     Settings = SeedResNetRadiomicsOptions
+    reports_features = False
 
-    def run(self, audit: AuditContext) -> MethodResult:
-        return run(audit, self.cfg)
+    def learns_from_labels(self, audit: AuditContext) -> bool:
+        return audit.data.has_labelled
+
+    def prepare(self, audit: AuditContext) -> Embedding:
+        data, cfg = audit.data, self.cfg
+        self.k, self.keep_raw, self.fallback, self.n_trees = _options(cfg)
+        train_images, train_desc = training_synthetic(data, cfg)
+        # The reference distribution uses every image of the same pool; --max-train-images only caps
+        # what the autoencoder trains on (a CPU budget), not what the distances compare against.
+        reference_images, reference_desc = training_synthetic(data, replace(cfg, max_train_images=None))
+        self.ae = ResNetAEExtractor(cfg).fit(train_images, train_desc)
+        weights = ResNetAEOptions.read(cfg.options).weights
+        self.rad = RadiomicsExtractor(cfg)
+        log(f"[seed-resnet-radiomics] features of {len(reference_images)} synthetic images")
+        space = SignalSpace(_features(self.ae, self.rad, reference_images))
+        self.synthetic_raw = space.synthetic_raw
+        self.labelled = data.has_labelled
+        self.n_folds = len(audit.folds(cfg)) if self.labelled else 0
+        parts = {name: space.table(_features(self.ae, self.rad, images)) for name, images in
+                 (("labelled", data.labelled()[0] if self.labelled else None), ("test", data.real_unknown))
+                 if images is not None}
+        tables = list(parts.values())
+        self.unsupervised = {key: np.concatenate([t[1][key] for t in tables]) for key in VARIANT_NAMES}
+        self.nearest = np.concatenate([t[2] for t in tables])
+        self.selections: list[np.ndarray] = []
+        record = {"resnet-ae": f"weights {weights}" if weights else self.ae.meta.get("trained_on", train_desc),
+                  "synthetic reference (cosine, Mahalanobis)": reference_desc}
+        # (nearest synthetic images index train/generated (+ test/generated): a prefix of data.synthetic(), as the
+        # report expects)
+        return Embedding("resnet-ae+radiomics", None, parts["labelled"][0] if self.labelled else None,
+                         parts["test"][0] if "test" in parts else None, record)
+
+    def fit(self, reference: Reference) -> "SeedResNetRadiomics":
+        if reference.labelled is not None:
+            self.model = make_classifier(self.synthetic_raw, self.k, self.keep_raw, self.cfg.seed,
+                                         n_trees=self.n_trees).fit(reference.labelled, reference.y)
+            self.selections.append(self.model.named_steps["meta"].selected_)
+        return self
+
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
+        variants = {name: self.unsupervised[key][positions] for key, name in VARIANT_NAMES.items()}
+        if not self.labelled:
+            values = self.unsupervised[self.fallback][positions]
+        else:
+            values = self.model.predict_proba(features)[:, 1]
+            variants[f"mahalanobis-top{self.k}"] = -self.model.named_steps["meta"].mahalanobis(features)
+        return Scores(values, self.nearest[positions] if neighbours else None, variants)
+
+    def notes(self, embedding: Embedding) -> list[str]:
+        notes = ["meta-signal variants are negated distances/errors: higher = closer to the synthetic images"]
+        if not self.labelled:
+            return notes + [f"no labelled reals: no Random Forest; score = unsupervised "
+                            f"'{VARIANT_NAMES[self.fallback]}' signal (--set fallback=cosine|recon|mahalanobis)"]
+        names = self.ae.feature_names() + self.rad.feature_names()
+        final, which = ((self.selections[-1], "all labelled") if embedding.test is not None
+                        else (self.selections[0], "fold 1"))
+        inputs = "meta-signals + raw features" if self.keep_raw else "meta-signals (recon, cosine, Mahalanobis)"
+        return notes + [f"top-{self.k} features ({which}): " + ", ".join(names[i] for i in final[:8])
+                        + (" ..." if len(final) > 8 else ""),
+                        f"Random Forest ({self.n_trees} trees) on {inputs}; score = P(used)"]
+
+    def trained_on(self, embedding: Embedding) -> dict:
+        record = dict(embedding.trained_on)
+        if self.labelled:
+            record["random forest"] = (f"labelled reals ({embedding.n_labelled}), cross-fitted over {self.n_folds} "
+                                       f"folds; top-{self.k} features chosen inside each fold")
+        return record

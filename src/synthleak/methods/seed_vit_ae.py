@@ -1,11 +1,11 @@
 """Paper method 1: ViT autoencoder (CT-pre-trainable encoder) trained on the generated images.
 
 Two decisions on the same trained model, each reporting the other as a variant:
-- `seed-vit-ae` (`run_classifier`): P(used) from a classifier on the encoder's latent features of the
+- `seed-vit-ae` (`SeedViTAEClassifier`): P(used) from a classifier on the encoder's latent features of the
   labelled reals. Candidates are logistic regression (scaled, C in {0.01, 0.1, 1}) and a Random
   Forest (300 trees, `--set rf_trees=N`); the candidate is chosen by an inner CV *inside* each
   training fold (nested CV), so the out-of-fold labelled scores stay honest.
-- `seed-vit-ae-recon` (`run_recon`): score = minus the reconstruction error. An autoencoder trained on
+- `seed-vit-ae-recon` (`SeedViTAERecon`): score = minus the reconstruction error. An autoencoder trained on
   the generator's output reconstructs what the generator reproduces best, so lower error = used. The
   sign is fixed in advance (never chosen on labels, test or labelled); `--set recon_sign=higher`
   flips it when a user has a reason to expect the opposite, and the variant `recon-error` always
@@ -28,10 +28,10 @@ from ..decide import cv_folds
 from ..errors import SynthleakError
 from ..features.vit_ae import ViTAEExtractor
 from ..options import Options, option
-from ..features.embedding import training_synthetic
 from ..features.store import image_features
-from .base import Method, MethodResult, Signal, cross_fitted_classifier
-from .context import AuditContext, as_context
+from ..features.embedding import Embedding, training_synthetic
+from .base import Reference, Scores, ScoringMethod
+from .context import AuditContext
 
 LOGREG_C = (0.01, 0.1, 1.0)
 INNER_FOLDS = 3
@@ -96,59 +96,6 @@ def _train(data: AuditData, cfg: MethodConfig) -> tuple[ViTAEExtractor, dict]:
     return extractor, trained_on
 
 
-def _recon_signals(extractor: ViTAEExtractor, data: AuditData, sign: float) -> tuple[Signal, Signal]:
-    """(main, opposite) signals from the reconstruction error; sign -1 = lower error is 'used'."""
-    lab = extractor.reconstruction_error(data.labelled()[0]) if data.has_labelled else None
-    test = extractor.reconstruction_error(data.real_unknown) if data.real_unknown is not None else None
-
-    def signed(s: float) -> Signal:
-        return Signal(None if lab is None else s * lab, None if test is None else s * test)
-
-    return signed(sign), signed(-sign)
-
-
-def _classifier_signals(extractor: ViTAEExtractor, audit: AuditContext, cfg: MethodConfig
-                        ) -> tuple[dict[str, Signal], list[str], dict]:
-    """Nested-CV chosen classifier plus each candidate family alone, all cross-fitted."""
-    data = audit.data
-    images, y = data.labelled()
-    x_lab = image_features(extractor, images, cfg)
-    x_test = image_features(extractor, data.real_unknown, cfg) if data.real_unknown is not None else None
-    folds = audit.folds(cfg)
-    inner = _inner_folds(y, len(folds))
-    trees = SeedViTAEOptions.read(cfg.options).rf_trees
-    if trees < 1:
-        raise SynthleakError("--set rf_trees=N: N must be at least 1")
-    choosers: list[GridSearchCV] = []
-    groups = data.labelled_groups()
-    # cross_fitted_classifier fits one model per outer fold in order, then one on all rows: the inner
-    # splits of each are made group-aware on exactly those rows, so patients never straddle them.
-    fit_rows = [train for train, _ in folds] + [np.arange(len(y))]
-
-    def make_tracked_chooser() -> GridSearchCV:
-        # cross_fitted_classifier fits each model it makes in place: keeping them shows what was chosen.
-        inner_cv = None
-        if groups is not None:
-            rows = fit_rows[min(len(choosers), len(fit_rows) - 1)]
-            inner_cv = cv_folds(y[rows], groups[rows], inner, cfg.seed)
-        choosers.append(make_chooser(cfg.seed, inner, trees, inner_cv))
-        return choosers[-1]
-
-    signals: dict[str, Signal] = {}
-    signals["classifier"] = Signal(*cross_fitted_classifier(x_lab, y, x_test, make_tracked_chooser, folds))
-    signals["logreg"] = Signal(*cross_fitted_classifier(x_lab, y, x_test, lambda: _logreg(0.1, cfg.seed), folds))
-    signals["random-forest"] = Signal(*cross_fitted_classifier(x_lab, y, x_test, lambda: _forest(cfg.seed, trees), folds))
-    choices = [_describe(c.best_estimator_) for c in choosers[:len(folds)]]
-    final = choosers[-1] if x_test is not None else make_chooser(
-        cfg.seed, inner, trees, None if groups is None else cv_folds(y, groups, inner, cfg.seed)).fit(x_lab, y)
-    notes = [f"classifier for test scores (inner {inner}-fold CV on all labelled reals): "
-             f"{_describe(final.best_estimator_)}, inner AUC {final.best_score_:.3f}",
-             f"per outer fold the inner CV chose: {', '.join(choices)}"]
-    trained_on = {"classifier": f"labelled reals ({int(y.sum())} used + {int((1 - y).sum())} not used), "
-                                f"nested CV: {len(folds)} outer x {inner} inner folds"}
-    return signals, notes, trained_on
-
-
 def _recon_sign(cfg: MethodConfig) -> float:
     sign = SeedViTAEOptions.read(cfg.options).recon_sign
     if sign not in ("lower", "higher"):
@@ -156,43 +103,84 @@ def _recon_sign(cfg: MethodConfig) -> float:
     return -1.0 if sign == "lower" else 1.0
 
 
-def run_classifier(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
-    """seed-vit-ae: P(used) from a CV-chosen classifier on the ViT autoencoder's latent features."""
-    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
-    data = audit.data
-    if not data.has_labelled:
-        raise SynthleakError("seed-vit-ae needs labelled reals (real_used/ and real_not_used/); "
-                             "use seed-vit-ae-recon without them")
-    sign = _recon_sign(cfg)  # option errors before any training
-    extractor, trained_on = _train(data, cfg)
-    signals, notes, clf_record = _classifier_signals(extractor, audit, cfg)
-    recon, opposite = _recon_signals(extractor, data, sign)
-    main = signals.pop("classifier")
-    result = MethodResult(test_scores=main.test, labelled_scores=main.labelled,
-                          trained_on={**trained_on, **clf_record})
-    result.variants = {**signals, "recon": recon, "recon-error": opposite}
-    result.notes = notes + [_loss_note(extractor)]
-    return result
+class SeedViTAE(ScoringMethod):
+    """Paper method 1 on one trained ViT autoencoder: the latent features of the reals (classifier) and their
+    reconstruction errors (fixed sign), each reported beside the other.
 
+    `prepare` trains (or loads) the autoencoder on the synthetic images and reads every real once; with labelled
+    reals `fit` trains the nested-CV chooser and the two candidate families alone on a fold's labelled latents
+    (inner splits group-aware on exactly those rows), and `score` reads their P(used) and the signed errors."""
 
-def run_recon(audit: AuditContext | AuditData, cfg: MethodConfig) -> MethodResult:
-    """seed-vit-ae-recon: minus the reconstruction error (lower error = used; fixed, not fitted)."""
-    audit = as_context(audit, cfg)  # (bare AuditData: library callers of this method alone)
-    data = audit.data
-    sign = _recon_sign(cfg)  # option errors before any training
-    extractor, trained_on = _train(data, cfg)
-    recon, opposite = _recon_signals(extractor, data, sign)
-    result = MethodResult(test_scores=recon.test, labelled_scores=recon.labelled, trained_on=trained_on)
-    result.variants["recon-error" if sign < 0 else "minus-recon-error"] = opposite
-    result.notes.append("score = " + ("minus " if sign < 0 else "") + "per-image reconstruction MSE "
-                        f"({'lower' if sign < 0 else 'higher'} error = used; sign fixed, not fitted)")
-    if data.has_labelled:
-        signals, notes, clf_record = _classifier_signals(extractor, audit, cfg)
-        result.variants.update(signals)
-        result.trained_on.update(clf_record)
-        result.notes += notes
-    result.notes.append(_loss_note(extractor))
-    return result
+    Settings = SeedViTAEOptions
+    reports_features = False
+    #: which signal is the score: "classifier" (seed-vit-ae) or "recon" (seed-vit-ae-recon)
+    main = "classifier"
+
+    def learns_from_labels(self, audit: AuditContext) -> bool:
+        return self.main == "classifier" or audit.data.has_labelled
+
+    def prepare(self, audit: AuditContext) -> Embedding:
+        data, cfg = audit.data, self.cfg
+        self.sign = _recon_sign(cfg)  # option errors before any training
+        self.trees = self.settings.rf_trees
+        if self.trees < 1:
+            raise SynthleakError("--set rf_trees=N: N must be at least 1")
+        self.labelled = data.has_labelled
+        if self.labelled:
+            self.y, self.groups, self.n_outer = audit.y, data.labelled_groups(), len(audit.folds(cfg))
+            self.inner = _inner_folds(self.y, self.n_outer)
+        self.extractor, self.record = _train(data, cfg)
+        lab_images = data.labelled()[0] if self.labelled else None
+        parts = [images for images in (lab_images, data.real_unknown) if images is not None]
+        self.errors = np.concatenate([self.extractor.reconstruction_error(images) for images in parts])
+        self.choices: list[str] = []
+        latent = {name: image_features(self.extractor, images, cfg) if images is not None else None
+                  for name, images in (("labelled", lab_images), ("test", data.real_unknown))}
+        return Embedding("vit-ae", None, latent["labelled"], latent["test"], self.record)
+
+    def fit(self, reference: Reference) -> "SeedViTAE":
+        if reference.labelled is None:
+            return self
+        seed, rows = self.cfg.seed, reference.labelled_rows
+        inner_cv = None if self.groups is None else cv_folds(self.y[rows], self.groups[rows], self.inner, seed)
+        x, y = reference.labelled, reference.y
+        self.models = {"classifier": make_chooser(seed, self.inner, self.trees, inner_cv).fit(x, y),
+                       "logreg": _logreg(0.1, seed).fit(x, y), "random-forest": _forest(seed, self.trees).fit(x, y)}
+        if not reference.final:
+            self.choices.append(_describe(self.models["classifier"].best_estimator_))
+        return self
+
+    def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
+        errors = self.errors[positions]
+        signals = {"recon": self.sign * errors, "recon-error": -self.sign * errors}
+        if self.labelled:
+            signals.update({name: model.predict_proba(features)[:, 1] for name, model in self.models.items()})
+        if self.main == "classifier":
+            return Scores(signals.pop("classifier"), variants={name: signals[name] for name in
+                                                               ("logreg", "random-forest", "recon", "recon-error")})
+        opposite = "recon-error" if self.sign < 0 else "minus-recon-error"
+        variants = {opposite: signals.pop("recon-error")}
+        variants.update({n: signals[n] for n in ("classifier", "logreg", "random-forest") if n in signals})
+        return Scores(signals.pop("recon"), variants=variants)
+
+    def notes(self, embedding: Embedding) -> list[str]:
+        notes = []
+        if self.main == "recon":
+            notes.append("score = " + ("minus " if self.sign < 0 else "") + "per-image reconstruction MSE "
+                         f"({'lower' if self.sign < 0 else 'higher'} error = used; sign fixed, not fitted)")
+        if self.labelled:
+            final = self.models["classifier"]
+            notes += [f"classifier for test scores (inner {self.inner}-fold CV on all labelled reals): "
+                      f"{_describe(final.best_estimator_)}, inner AUC {final.best_score_:.3f}",
+                      f"per outer fold the inner CV chose: {', '.join(self.choices)}"]
+        return notes + [_loss_note(self.extractor)]
+
+    def trained_on(self, embedding: Embedding) -> dict:
+        record = dict(embedding.trained_on)
+        if self.labelled:
+            record["classifier"] = (f"labelled reals ({int(self.y.sum())} used + {int((1 - self.y).sum())} not "
+                                    f"used), nested CV: {self.n_outer} outer x {self.inner} inner folds")
+        return record
 
 
 def _loss_note(extractor: ViTAEExtractor) -> str:
@@ -202,19 +190,17 @@ def _loss_note(extractor: ViTAEExtractor) -> str:
     return f"vit autoencoder: {len(losses)} epoch(s), final training MSE {losses[-1]:.5f}"
 
 
-class SeedViTAEClassifier(Method):
+class SeedViTAEClassifier(SeedViTAE):
     """Paper method 1: a CV-chosen classifier on the ViT autoencoder's latent features."""
 
-    Settings = SeedViTAEOptions
+    main = "classifier"
 
-    def run(self, audit: AuditContext) -> MethodResult:
-        return run_classifier(audit, self.cfg)
+    def labels_missing(self) -> str:
+        return ("seed-vit-ae needs labelled reals (real_used/ and real_not_used/); use seed-vit-ae-recon without "
+                "them")
 
 
-class SeedViTAERecon(Method):
+class SeedViTAERecon(SeedViTAE):
     """Paper method 1: the ViT autoencoder's reconstruction error."""
 
-    Settings = SeedViTAEOptions
-
-    def run(self, audit: AuditContext) -> MethodResult:
-        return run_recon(audit, self.cfg)
+    main = "recon"
