@@ -135,3 +135,38 @@ def test_nearest_in_resnet_ae_space(tiny_audit_data, tmp_path):
     assert result.test_scores.shape == (len(tiny_audit_data.real_unknown),)
     assert np.isfinite(result.test_scores).all() and np.isfinite(result.labelled_scores).all()
     assert "resnet-ae feature model" in result.trained_on
+
+
+def test_autoencoder_pass_is_computed_once_per_set_and_only_the_last_is_kept():
+    """Latent and error of one set come from one pass (also with --cache-dir none); a streamed set's chunks are
+    not all kept in memory."""
+    from synthleak.features.base import AutoencoderExtractor
+
+    calls = []
+
+    class Stub(AutoencoderExtractor):
+        name = "stub-ae"
+        pass_cache = "features/stub-ae-full"
+
+        def train_model(self, synthetic, description=""):
+            return object(), {}
+
+        def model_digest(self):
+            return "stub"
+
+        def encode_pass(self, model, images):
+            calls.append(images.ids[0])
+            return np.c_[images.pixels.reshape(len(images), -1)[:, :3].astype(np.float32), np.arange(len(images))]
+
+    rng = np.random.default_rng(0)
+    a = ImageSet.from_arrays(rng.integers(0, 255, (4, 256, 256), dtype=np.uint8), [f"a{i}" for i in range(4)])
+    b = ImageSet.from_arrays(rng.integers(0, 255, (3, 256, 256), dtype=np.uint8), [f"b{i}" for i in range(3)])
+    stub = Stub(MethodConfig(cache_dir="none", quiet=True)).fit(a)
+    latent, error = stub.transform(a), stub.reconstruction_error(a)
+    assert calls == ["a0"] and latent.shape == (4, 3) and latent.dtype == np.float32
+    np.testing.assert_array_equal(error, np.arange(4))
+    stub.transform(b)
+    stub.reconstruction_error(b)
+    assert calls == ["a0", "b0"]
+    stub.transform(a)  # only the last pass is held: a is read again
+    assert calls == ["a0", "b0", "a0"]

@@ -122,15 +122,28 @@ def test_no_labels_uses_the_synthetic_centroid():
 
 def test_more_than_two_clusters_and_bad_options():
     data = _blob_data(np.random.default_rng(3))
-    res = run_method("seed-ae-spectral", data, MethodConfig(seed=0, quiet=True, cache_dir="none", clusters=3, n_folds=4,
-                                            options={"features": "pixels32"}))
+    res = run_method("seed-ae-spectral", data, MethodConfig(seed=0, quiet=True, cache_dir="none", clusters=3,
+                                                            n_folds=4, options={"features": "pixels32"}))
     assert np.isfinite(res.labelled_scores).all() and np.isfinite(res.test_scores).all()
     assert ((res.test_scores >= 0) & (res.test_scores <= 1)).all()  # membership-weighted shares
     with pytest.raises(SynthleakError, match="--clusters"):
         run_method("seed-ae-kmeans", data, MethodConfig(quiet=True, cache_dir="none", clusters=1,
-                                          options={"features": "pixels32"}))
+                                                        options={"features": "pixels32"}))
     with pytest.raises(SynthleakError, match="gmm_cov"):
         run_method("seed-ae-gmm", data, _pixel_cfg(gmm_cov="weird"))
+
+
+@pytest.mark.parametrize("setting", [{"clusters": "99"}, {"pca": "-1"}, {"gmm_cov": "weird"}, {"affinity": "cosine"}])
+def test_bad_settings_are_refused_before_any_feature_model_trains(setting, monkeypatch):
+    """Whatever algorithm runs, a bad clustering setting is a one-line error before the (trained) embedding."""
+    from synthleak.methods.context import AuditContext
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedded before the settings were checked")
+
+    monkeypatch.setattr(AuditContext, "embedding", no_embedding)
+    with pytest.raises(SynthleakError, match=next(iter(setting))):
+        run_method("seed-ae-kmeans", _blob_data(np.random.default_rng(0)), _pixel_cfg(**setting))
 
 
 def test_end_to_end_with_the_conv_res_ae(tiny_audit_data):

@@ -143,7 +143,7 @@ def test_choice_is_nested_and_picks_the_informative_signal():
     class Toy(seed_dclgan.SeedDCLGAN):
         def prepare(self, audit):
             self.domain, self.synthetic_images = "halves", None
-            return self.read_signals(audit, signals, {})
+            return self.keep_signals(audit, signals, {})
 
         def notes(self, embedding):
             return []

@@ -73,7 +73,8 @@ def _toy_method(x, x_test, synthetic, k: int, n_trees: int) -> srr.SeedResNetRad
     class Toy(srr.SeedResNetRadiomics):
         def prepare(self, audit):
             self.k, self.keep_raw, self.fallback, self.n_trees = k, False, "cosine", n_trees
-            self.synthetic_raw, self.labelled, self.selections = synthetic, True, []
+            self.synthetic_raw, self.has_labelled, self.selections = synthetic, True, []
+            self.has_test = x_test is not None
             self.n_folds = len(audit.folds())
             n = len(x) + (0 if x_test is None else len(x_test))
             self.unsupervised = {key: np.zeros(n) for key in srr.VARIANT_NAMES}
@@ -194,3 +195,29 @@ def test_fallback_without_labelled_reals_and_fit_on_test_generated(tiny_audit_da
 def test_bad_options_are_user_errors(tiny_audit_data, option):
     with pytest.raises(SynthleakError, match=list(option)[0]):
         run_method("seed-resnet-radiomics", tiny_audit_data, _cfg(options=option))
+
+
+@pytest.mark.parametrize("method", ["seed-resnet-radiomics", "seed-vit-ae"])
+def test_a_training_fold_of_one_class_is_a_user_error_before_training(method, monkeypatch):
+    """Every used real from one patient: the fold that holds that patient out trains on non-members only."""
+    from synthleak.data.images import ImageSet
+    import synthleak.methods.seed_resnet_radiomics as radiomics
+    import synthleak.methods.seed_vit_ae as vit
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the folds were checked")
+
+    monkeypatch.setattr(radiomics, "training_synthetic", no_training)
+    monkeypatch.setattr(vit, "_train", no_training)
+    rng = np.random.default_rng(0)
+
+    def images(prefix, n):
+        pixels = rng.integers(0, 255, (n, 256, 256), dtype=np.uint8)
+        return ImageSet.from_arrays(pixels, [f"{prefix}{i}" for i in range(n)])
+
+    used, not_used = images("u", 6), images("n", 6)
+    groups = {**{i: "P" for i in used.ids}, **{i: i for i in not_used.ids}}
+    data = AuditData(generated=images("g", 4), real_used=used, real_not_used=not_used, real_unknown=images("t", 3),
+                     groups=groups)
+    with pytest.raises(SynthleakError, match="one class"):
+        run_method(method, data, MethodConfig(quiet=True, cache_dir="none", n_folds=2))

@@ -137,8 +137,10 @@ class AutoencoderExtractor(TrainedModelExtractor):
     paper's methods read both).
 
     Subclasses implement `encode_pass(model, images)` -> [n, latent + 1] (latent, then the error); the pass is
-    cached by the trained model's key and the images' content (`cache.cached_array` under `pass_cache`, and in
-    memory, so that `--cache-dir none` runs it once too)."""
+    cached by the trained model's key and the images' content (`cache.cached_array` under `pass_cache`). The last
+    pass is also kept in memory, so that a method reading the latent and then the error of one set runs it once
+    with `--cache-dir none` too; one, not all: the feature store streams large sets through `transform` chunk by
+    chunk and must not keep them."""
 
     #: feature-cache folder of the two-output pass
     pass_cache: ClassVar[str] = ""
@@ -147,7 +149,7 @@ class AutoencoderExtractor(TrainedModelExtractor):
 
     def __init__(self, cfg: MethodConfig):
         super().__init__(cfg)
-        self._passes: dict[str, np.ndarray] = {}
+        self._last_pass: tuple[str, np.ndarray] | None = None
 
     @abstractmethod
     def encode_pass(self, model: Any, images: ImageSet) -> np.ndarray:
@@ -156,10 +158,10 @@ class AutoencoderExtractor(TrainedModelExtractor):
     def latent_and_error(self, images: ImageSet) -> np.ndarray:
         model = self._require_model()
         key = make_key(self.cache_key(), images.content_key())
-        if key not in self._passes:
-            self._passes[key] = cached_array(self.cfg.cache_dir, self.pass_cache, key,
-                                             lambda: self.encode_pass(model, images))
-        return self._passes[key]
+        if self._last_pass is None or self._last_pass[0] != key:
+            self._last_pass = (key, cached_array(self.cfg.cache_dir, self.pass_cache, key,
+                                                 lambda: self.encode_pass(model, images)))
+        return self._last_pass[1]
 
     def transform(self, images: ImageSet) -> np.ndarray:
         return np.ascontiguousarray(self.latent_and_error(images)[:, :-1], dtype=np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -251,7 +251,8 @@ class ScoringMethod(Method):
 
 
 class _OutOfFold:
-    """The labelled rows' variant signals, gathered fold by fold (float64, as the main score's)."""
+    """The labelled rows' variant signals: a label-free fit's as they are, a cross-fitted method's gathered fold by
+    fold (float64, as the main score's; NaN where a fold did not report the signal)."""
 
     def __init__(self, n_rows: int):
         self.n_rows = n_rows
@@ -260,7 +261,7 @@ class _OutOfFold:
     def add(self, variants: dict[str, np.ndarray], rows) -> None:
         for name, values in variants.items():
             if name not in self.values:
-                self.values[name] = np.empty(self.n_rows)
+                self.values[name] = np.full(self.n_rows, np.nan)
             self.values[name][rows] = values
 
     def signals(self, test: dict[str, np.ndarray]) -> dict[str, Signal]:
@@ -275,29 +276,3 @@ def fold_reference_size(y: np.ndarray, folds, classes: tuple[int, ...]) -> int:
         raise SynthleakError("a cross-validation fold has no labelled reals of one class in its training part "
                              "(give more labelled reals or patients, or fewer --folds)")
     return size
-
-
-def cross_fitted_classifier(
-    x_labelled: np.ndarray,
-    y: np.ndarray,
-    x_test: np.ndarray | None,
-    make_model: Callable[[], Any],
-    folds,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Out-of-fold P(used) for labelled rows and P(used) for test rows from a model fit on all labelled.
-
-    `make_model()` returns a fresh scikit-learn style classifier (fit / predict_proba). Anything that
-    learns from labels (feature selection, scaling) must live inside that model (a Pipeline), so it is
-    refit on each training fold and never sees the held-out fold's labels.
-    """
-    oof = np.zeros(len(y), dtype=float)
-    for train_idx, val_idx in folds:
-        model = make_model()
-        model.fit(x_labelled[train_idx], y[train_idx])
-        oof[val_idx] = model.predict_proba(x_labelled[val_idx])[:, 1]
-    test = None
-    if x_test is not None and len(x_test):
-        model = make_model()
-        model.fit(x_labelled, y)
-        test = model.predict_proba(x_test)[:, 1]
-    return oof, test

@@ -124,9 +124,7 @@ def _gmm(x: np.ndarray, k: int, cfg: MethodConfig) -> Clustering:
     from sklearn.mixture import GaussianMixture
 
     opts = ClusterOptions.read(cfg.options)
-    cov = opts.gmm_cov
-    if cov not in ("diag", "full", "spherical", "tied"):
-        raise SynthleakError(f"--set gmm_cov={cov}: expected diag, full, spherical or tied")
+    cov = opts.gmm_cov  # (checked with the other settings before any training: _check_options)
     gm = GaussianMixture(n_components=k, covariance_type=cov, n_init=opts.gmm_init,
                          reg_covar=1e-3, random_state=cfg.seed).fit(x)
     log_joint = np.log(gm.weights_)[None, :] + _component_log_density(gm, x)
@@ -171,11 +169,9 @@ def _spectral(x: np.ndarray, k: int, cfg: MethodConfig) -> Clustering:
     affinity = opts.affinity
     if affinity == "rbf":
         sc = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=cfg.seed).fit(kernel)
-    elif affinity == "nn":
+    else:  # "nn" (the settings were checked before any training: _check_options)
         sc = SpectralClustering(n_clusters=k, affinity="nearest_neighbors", random_state=cfg.seed,
                                 n_neighbors=min(opts.n_neighbors, len(x) - 1)).fit(x)
-    else:
-        raise SynthleakError(f"--set affinity={affinity}: expected rbf or nn")
     assign = sc.labels_.astype(int)
     # mean kernel affinity of each image to the *other* members of each cluster
     onehot = np.eye(k)[assign]
@@ -202,13 +198,23 @@ def _standardise_and_reduce(reals: np.ndarray, synthetic: np.ndarray | None, cfg
     x = scaler.transform(reals)
     s = scaler.transform(synthetic) if synthetic is not None else None
     n_pca = ClusterOptions.read(cfg.options).pca
-    if n_pca < 0:
-        raise SynthleakError("--set pca=N: N must be 0 (off) or positive")
     if n_pca:
         pca = PCA(n_components=min(n_pca, *x.shape), random_state=cfg.seed).fit(x)
         x = pca.transform(x)
         s = pca.transform(s) if s is not None else None
     return x, s
+
+
+def _check_options(opts: ClusterOptions, n_reals: int) -> None:
+    """The clustering's settings, checked before any feature model trains."""
+    if opts.clusters < 2 or opts.clusters > n_reals:
+        raise SynthleakError(f"--clusters {opts.clusters}: must be between 2 and the number of real images ({n_reals})")
+    if opts.pca < 0:
+        raise SynthleakError("--set pca=N: N must be 0 (off) or positive")
+    if opts.gmm_cov not in ("diag", "full", "spherical", "tied"):
+        raise SynthleakError(f"--set gmm_cov={opts.gmm_cov}: expected diag, full, spherical or tied")
+    if opts.affinity not in ("rbf", "nn"):
+        raise SynthleakError(f"--set affinity={opts.affinity}: expected rbf or nn")
 
 
 def clustered_space_options(cfg: MethodConfig) -> list:
@@ -247,12 +253,12 @@ class SeedAEClustering(ScoringMethod):
         data, opts = audit.data, self.settings
         if data.real_unknown is None and not data.has_labelled:
             raise SynthleakError("clustering needs real images to classify (real_unknown/ or labelled reals)")
-        self.labelled = data.has_labelled
+        _check_options(opts, (len(data.labelled()[1]) if data.has_labelled else 0)
+                       + (len(data.real_unknown) if data.real_unknown is not None else 0))
+        self.has_labelled = data.has_labelled
         emb = audit.embedding(replace(self.cfg, feature_space=opts.features), need_synthetic=not data.has_labelled)
         reals = emb.reals.astype(np.float64)
         k = opts.clusters
-        if k < 2 or k > len(reals):
-            raise SynthleakError(f"--clusters {k}: must be between 2 and the number of real images ({len(reals)})")
         x, s = _standardise_and_reduce(reals, None if emb.synthetic is None else emb.synthetic.astype(np.float64),
                                        self.cfg)
         names = [self.algorithm] + ([a for a in ALGORITHMS if a != self.algorithm] if opts.variants else [])
@@ -276,16 +282,15 @@ class SeedAEClustering(ScoringMethod):
         return Scores(signals.pop(self.algorithm), variants=signals)
 
     def notes(self, embedding: Embedding) -> list[str]:
-        return [_describe(name, cl, self.values[name], self.labelled) for name, cl in self.clusterings.items()]
+        return [_describe(name, cl, self.values[name], self.has_labelled) for name, cl in self.clusterings.items()]
 
     def trained_on(self, embedding: Embedding) -> dict:
-        k = next(iter(self.clusterings.values())).k
+        k = self.settings.clusters
         return {**embedding.trained_on,
                 "clustering": (f"{len(self.x)} reals (labelled + real_unknown) without labels, "
                                f"'{self.space}' features, {self.x.shape[1]} dims, k={k}"),
-                "cluster->label mapping": ("labelled reals (out-of-fold for labelled scores)" if self.labelled
+                "cluster->label mapping": ("labelled reals (out-of-fold for labelled scores)" if self.has_labelled
                                            else "no labels: cluster nearest the synthetic centroid = used")}
-
 
 
 class SeedAEKMeans(SeedAEClustering):

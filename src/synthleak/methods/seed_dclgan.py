@@ -46,7 +46,7 @@ from ..features.dclgan import (CriticReadout, DCLGANSettings, PatchGANDiscrimina
 from ..options import Options, option
 from ..runtime import log
 from ..features.embedding import Embedding, training_synthetic
-from .base import MethodResult, Reference, Scores, ScoringMethod, cross_fitted_classifier
+from .base import MethodResult, Reference, Scores, ScoringMethod
 from .context import AuditContext
 
 SIGNALS = ("critic", "overlap", "features")
@@ -118,21 +118,24 @@ def make_classifier(cfg: MethodConfig) -> Callable[[], object]:
     return lambda: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
 
 
-def safe_cross_fit(x: np.ndarray, y: np.ndarray, x_other: np.ndarray | None, make: Callable[[], object],
-                   folds) -> tuple[np.ndarray, np.ndarray | None]:
-    """cross_fitted_classifier, tolerating folds whose training rows hold one class only.
+class _Classifier:
+    """(c)'s classifier fitted on some rows; a one-class training part (small group-aware splits of a few patients)
+    teaches it only its member rate, an uninformative constant, instead of a crash."""
 
-    Small group-aware splits (a few patients) can leave a training fold with a single label; its
-    held-out rows then get that fold's member rate (an uninformative constant) instead of a crash.
-    """
-    usable = [(tr, va) for tr, va in folds if len(np.unique(y[tr])) == 2]
-    oof, other = cross_fitted_classifier(x, y, x_other if len(np.unique(y)) == 2 else None, make, usable)
-    for tr, va in folds:
-        if len(np.unique(y[tr])) < 2:
-            oof[va] = float(np.mean(y[tr]))
-    if x_other is not None and other is None:
-        other = np.full(len(x_other), float(np.mean(y)))
-    return oof, other
+    def __init__(self, make: Callable[[], object], x: np.ndarray, y: np.ndarray):
+        self.rate = float(np.mean(y))
+        self.model = make().fit(x, y) if len(np.unique(y)) == 2 else None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.full(len(x), self.rate) if self.model is None else self.model.predict_proba(x)[:, 1]
+
+
+def _out_of_fold(make: Callable[[], object], x: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
+    """(c)'s P(used) of each row from a classifier fitted on the other folds."""
+    oof = np.zeros(len(y))
+    for train, val in folds:
+        oof[val] = _Classifier(make, x[train], y[train]).predict(x[val])
+    return oof
 
 
 def _auc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -215,10 +218,11 @@ def cross_fitted_signals(data: AuditData, cfg: MethodConfig, settings: DCLGANSet
     test = {name: np.zeros(n_test) for name in lab}
     per_fold: list[Readouts] = []
     neighbours = None
-    for k, (tr, va) in enumerate(folds):
+    for k, (tr, _) in enumerate(folds):  # every fold checked before any GAN trains
         if not np.any(y[tr] == 0):
             raise SynthleakError(f"--set dclgan_domain=real_not_used: labelled fold {k + 1} has no training "
                                  "real_not_used images (use fewer --folds)")
+    for k, (tr, va) in enumerate(folds):
         non_members = images.subset(tr[y[tr] == 0])
         log(f"[seed-dclgan] fold {k + 1}/{len(folds)}: DCLGAN on {len(train_images)} generated vs "
             f"{len(non_members)} training-fold real_not_used")
@@ -321,28 +325,6 @@ def _check_options(cfg: MethodConfig) -> None:
     make_classifier(cfg)
 
 
-class _Constant:
-    """What a one-class training part teaches the classifier (c): its member rate, for every row."""
-
-    def __init__(self, rate: float):
-        self.rate = rate
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.full(len(x), self.rate)
-
-
-class _Classifier:
-    """(c)'s classifier fitted on some rows (a constant member rate when they hold one class only)."""
-
-    def __init__(self, make: Callable[[], object], x: np.ndarray, y: np.ndarray):
-        self.model = make().fit(x, y) if len(np.unique(y)) == 2 else _Constant(float(np.mean(y)))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        if isinstance(self.model, _Constant):
-            return self.model.predict(x)
-        return self.model.predict_proba(x)[:, 1]
-
-
 class SeedDCLGAN(ScoringMethod):
     """Paper method 4: DCLGAN critic output, activation overlap and critic features, chosen by CV.
 
@@ -376,11 +358,12 @@ class SeedDCLGAN(ScoringMethod):
         signals, model_desc = build(data, cfg, settings=self.dclgan, train_images=train_images,
                                     synthetic=self.synthetic_images, folds=audit.folds(cfg) if data.has_labelled
                                     else None, index=audit.index)
-        return self.read_signals(audit, signals, {"dclgan": f"{model_desc}; from {train_desc}"})
+        return self.keep_signals(audit, signals, {"dclgan": f"{model_desc}; from {train_desc}"})
 
-    def read_signals(self, audit: AuditContext, signals: SignalSet, trained_on: dict) -> Embedding:
-        """Keep the critic's signals of every real for fit / score; the embedding's rows are the critic features
-        of the model that reads fold 1 (the only model with the halves domain)."""
+    def keep_signals(self, audit: AuditContext, signals: SignalSet, trained_on: dict) -> Embedding:
+        """Keep the critic's signals of every real and start the fit state afresh (what `prepare` ends with; tests
+        give their own signals here). The embedding's rows are the critic features of the model that reads fold 1
+        (the only model with the halves domain)."""
         self.data, self.signals, self.labelled = audit.data, signals, audit.data.has_labelled
         self.folds = audit.folds(self.cfg) if self.labelled else None
         self.y = audit.y if self.labelled else None
@@ -432,7 +415,7 @@ class SeedDCLGAN(ScoringMethod):
             train = {n: self.rows[n][rows] for n in names if n != "features"}
             x_labelled, _ = self.signals.features_for_fold(k)
             inner = cv_folds(y, None if self.groups is None else self.groups[rows], self.cfg.n_folds, self.cfg.seed)
-            train["features"] = safe_cross_fit(x_labelled[rows], y, None, self.make, inner)[0]
+            train["features"] = _out_of_fold(self.make, x_labelled[rows], y, inner)
             self.chosen = max(names, key=lambda n: (_auc(y, train[n]), -names.index(n)))
             self.per_fold.append(self.chosen)
         self.fold = reference.fold

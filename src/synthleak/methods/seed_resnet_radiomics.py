@@ -29,7 +29,7 @@ from ..features.resnet_ae import ResNetAEExtractor, ResNetAEOptions
 from ..runtime import log
 from ..options import Options, option
 from ..features.embedding import Embedding, training_synthetic
-from .base import Reference, Scores, ScoringMethod
+from .base import Reference, Scores, ScoringMethod, fold_reference_size
 from .context import AuditContext
 
 #: meta-signal columns that precede the raw features in the classifier's input
@@ -232,6 +232,10 @@ class SeedResNetRadiomics(ScoringMethod):
     def prepare(self, audit: AuditContext) -> Embedding:
         data, cfg = audit.data, self.cfg
         self.k, self.keep_raw, self.fallback, self.n_trees = _options(cfg)
+        self.has_labelled, self.has_test = data.has_labelled, data.real_unknown is not None
+        if self.has_labelled:
+            self.n_folds = len(audit.folds(cfg))
+            fold_reference_size(audit.y, audit.folds(cfg), (0, 1))  # every training part holds both classes
         train_images, train_desc = training_synthetic(data, cfg)
         # The reference distribution uses every image of the same pool; --max-train-images only caps
         # what the autoencoder trains on (a CPU budget), not what the distances compare against.
@@ -242,10 +246,8 @@ class SeedResNetRadiomics(ScoringMethod):
         log(f"[seed-resnet-radiomics] features of {len(reference_images)} synthetic images")
         space = SignalSpace(_features(self.ae, self.rad, reference_images))
         self.synthetic_raw = space.synthetic_raw
-        self.labelled = data.has_labelled
-        self.n_folds = len(audit.folds(cfg)) if self.labelled else 0
         parts = {name: space.table(_features(self.ae, self.rad, images)) for name, images in
-                 (("labelled", data.labelled()[0] if self.labelled else None), ("test", data.real_unknown))
+                 (("labelled", data.labelled()[0] if self.has_labelled else None), ("test", data.real_unknown))
                  if images is not None}
         tables = list(parts.values())
         self.unsupervised = {key: np.concatenate([t[1][key] for t in tables]) for key in VARIANT_NAMES}
@@ -255,11 +257,11 @@ class SeedResNetRadiomics(ScoringMethod):
                   "synthetic reference (cosine, Mahalanobis)": reference_desc}
         # (nearest synthetic images index train/generated (+ test/generated): a prefix of data.synthetic(), as the
         # report expects)
-        return Embedding("resnet-ae+radiomics", None, parts["labelled"][0] if self.labelled else None,
+        return Embedding("resnet-ae+radiomics", None, parts["labelled"][0] if self.has_labelled else None,
                          parts["test"][0] if "test" in parts else None, record)
 
     def fit(self, reference: Reference) -> "SeedResNetRadiomics":
-        if reference.labelled is not None:
+        if reference.labelled is not None and not (reference.final and not self.has_test):
             self.model = make_classifier(self.synthetic_raw, self.k, self.keep_raw, self.cfg.seed,
                                          n_trees=self.n_trees).fit(reference.labelled, reference.y)
             self.selections.append(self.model.named_steps["meta"].selected_)
@@ -267,7 +269,7 @@ class SeedResNetRadiomics(ScoringMethod):
 
     def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
         variants = {name: self.unsupervised[key][positions] for key, name in VARIANT_NAMES.items()}
-        if not self.labelled:
+        if not self.has_labelled:
             values = self.unsupervised[self.fallback][positions]
         else:
             values = self.model.predict_proba(features)[:, 1]
@@ -276,12 +278,11 @@ class SeedResNetRadiomics(ScoringMethod):
 
     def notes(self, embedding: Embedding) -> list[str]:
         notes = ["meta-signal variants are negated distances/errors: higher = closer to the synthetic images"]
-        if not self.labelled:
+        if not self.has_labelled:
             return notes + [f"no labelled reals: no Random Forest; score = unsupervised "
                             f"'{VARIANT_NAMES[self.fallback]}' signal (--set fallback=cosine|recon|mahalanobis)"]
         names = self.ae.feature_names() + self.rad.feature_names()
-        final, which = ((self.selections[-1], "all labelled") if embedding.test is not None
-                        else (self.selections[0], "fold 1"))
+        final, which = (self.selections[-1], "all labelled") if self.has_test else (self.selections[0], "fold 1")
         inputs = "meta-signals + raw features" if self.keep_raw else "meta-signals (recon, cosine, Mahalanobis)"
         return notes + [f"top-{self.k} features ({which}): " + ", ".join(names[i] for i in final[:8])
                         + (" ..." if len(final) > 8 else ""),
@@ -289,7 +290,7 @@ class SeedResNetRadiomics(ScoringMethod):
 
     def trained_on(self, embedding: Embedding) -> dict:
         record = dict(embedding.trained_on)
-        if self.labelled:
+        if self.has_labelled:
             record["random forest"] = (f"labelled reals ({embedding.n_labelled}), cross-fitted over {self.n_folds} "
                                        f"folds; top-{self.k} features chosen inside each fold")
         return record

@@ -30,7 +30,7 @@ from ..features.vit_ae import ViTAEExtractor
 from ..options import Options, option
 from ..features.store import image_features
 from ..features.embedding import Embedding, training_synthetic
-from .base import Reference, Scores, ScoringMethod
+from .base import Reference, Scores, ScoringMethod, fold_reference_size
 from .context import AuditContext
 
 LOGREG_C = (0.01, 0.1, 1.0)
@@ -121,22 +121,27 @@ class SeedViTAE(ScoringMethod):
 
     def prepare(self, audit: AuditContext) -> Embedding:
         data, cfg = audit.data, self.cfg
-        self.sign = _recon_sign(cfg)  # option errors before any training
-        self.trees = self.settings.rf_trees
-        if self.trees < 1:
-            raise SynthleakError("--set rf_trees=N: N must be at least 1")
-        self.labelled = data.has_labelled
-        if self.labelled:
-            self.y, self.groups, self.n_outer = audit.y, data.labelled_groups(), len(audit.folds(cfg))
+        self.sign = _recon_sign(cfg)  # option and label errors before any training
+        self.has_labelled, self.has_test = data.has_labelled, data.real_unknown is not None
+        if self.has_labelled:
+            self.trees = self.settings.rf_trees
+            if self.trees < 1:
+                raise SynthleakError("--set rf_trees=N: N must be at least 1")
+            folds = audit.folds(cfg)
+            fold_reference_size(audit.y, folds, (0, 1))  # every training part holds both classes
+            self.y, self.groups, self.n_outer = audit.y, data.labelled_groups(), len(folds)
             self.inner = _inner_folds(self.y, self.n_outer)
-        self.extractor, self.record = _train(data, cfg)
-        lab_images = data.labelled()[0] if self.labelled else None
-        parts = [images for images in (lab_images, data.real_unknown) if images is not None]
-        self.errors = np.concatenate([self.extractor.reconstruction_error(images) for images in parts])
+        self.extractor, self.trained_record = _train(data, cfg)
+        lab_images = data.labelled()[0] if self.has_labelled else None
         self.choices: list[str] = []
-        latent = {name: image_features(self.extractor, images, cfg) if images is not None else None
-                  for name, images in (("labelled", lab_images), ("test", data.real_unknown))}
-        return Embedding("vit-ae", None, latent["labelled"], latent["test"], self.record)
+        errors, latent = [], {}
+        for name, images in (("labelled", lab_images), ("test", data.real_unknown)):
+            latent[name] = None
+            if images is not None:  # (one set at a time: the extractor keeps its last pass only)
+                errors.append(self.extractor.reconstruction_error(images))
+                latent[name] = image_features(self.extractor, images, cfg)
+        self.errors = np.concatenate(errors)
+        return Embedding("vit-ae", None, latent["labelled"], latent["test"], self.trained_record)
 
     def fit(self, reference: Reference) -> "SeedViTAE":
         if reference.labelled is None:
@@ -144,8 +149,10 @@ class SeedViTAE(ScoringMethod):
         seed, rows = self.cfg.seed, reference.labelled_rows
         inner_cv = None if self.groups is None else cv_folds(self.y[rows], self.groups[rows], self.inner, seed)
         x, y = reference.labelled, reference.y
-        self.models = {"classifier": make_chooser(seed, self.inner, self.trees, inner_cv).fit(x, y),
-                       "logreg": _logreg(0.1, seed).fit(x, y), "random-forest": _forest(seed, self.trees).fit(x, y)}
+        self.models = {"classifier": make_chooser(seed, self.inner, self.trees, inner_cv).fit(x, y)}
+        if reference.final and not self.has_test:
+            return self  # (the final chooser only names the test-time classifier in the notes)
+        self.models.update({"logreg": _logreg(0.1, seed).fit(x, y), "random-forest": _forest(seed, self.trees).fit(x, y)})
         if not reference.final:
             self.choices.append(_describe(self.models["classifier"].best_estimator_))
         return self
@@ -153,7 +160,7 @@ class SeedViTAE(ScoringMethod):
     def score(self, features: np.ndarray, positions: np.ndarray, neighbours: bool = False) -> Scores:
         errors = self.errors[positions]
         signals = {"recon": self.sign * errors, "recon-error": -self.sign * errors}
-        if self.labelled:
+        if self.has_labelled:
             signals.update({name: model.predict_proba(features)[:, 1] for name, model in self.models.items()})
         if self.main == "classifier":
             return Scores(signals.pop("classifier"), variants={name: signals[name] for name in
@@ -168,7 +175,7 @@ class SeedViTAE(ScoringMethod):
         if self.main == "recon":
             notes.append("score = " + ("minus " if self.sign < 0 else "") + "per-image reconstruction MSE "
                          f"({'lower' if self.sign < 0 else 'higher'} error = used; sign fixed, not fitted)")
-        if self.labelled:
+        if self.has_labelled:
             final = self.models["classifier"]
             notes += [f"classifier for test scores (inner {self.inner}-fold CV on all labelled reals): "
                       f"{_describe(final.best_estimator_)}, inner AUC {final.best_score_:.3f}",
@@ -177,7 +184,7 @@ class SeedViTAE(ScoringMethod):
 
     def trained_on(self, embedding: Embedding) -> dict:
         record = dict(embedding.trained_on)
-        if self.labelled:
+        if self.has_labelled:
             record["classifier"] = (f"labelled reals ({int(self.y.sum())} used + {int((1 - self.y).sum())} not "
                                     f"used), nested CV: {self.n_outer} outer x {self.inner} inner folds")
         return record
