@@ -146,6 +146,12 @@ def test_bad_settings_are_refused_before_any_feature_model_trains(setting, monke
         run_method("seed-ae-kmeans", _blob_data(np.random.default_rng(0)), _pixel_cfg(**setting))
 
 
+def test_settings_of_algorithms_that_do_not_run_are_not_checked():
+    """Without the variants only the chosen algorithm runs: another algorithm's setting is not read."""
+    res = run_method("seed-ae-kmeans", _blob_data(np.random.default_rng(0)), _pixel_cfg(variants="0", gmm_cov="x"))
+    assert res.variants == {} and np.isfinite(res.test_scores).all()
+
+
 def test_end_to_end_with_the_conv_res_ae(tiny_audit_data):
     cfg = MethodConfig(seed=0, quiet=True, epochs=1, image_size=16, batch_size=16)
     results = {m: run_method(m, tiny_audit_data, cfg) for m in ("seed-ae-spectral", "seed-ae-kmeans")}

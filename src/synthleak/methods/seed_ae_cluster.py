@@ -205,15 +205,15 @@ def _standardise_and_reduce(reals: np.ndarray, synthetic: np.ndarray | None, cfg
     return x, s
 
 
-def _check_options(opts: ClusterOptions, n_reals: int) -> None:
-    """The clustering's settings, checked before any feature model trains."""
+def _check_options(opts: ClusterOptions, n_reals: int, algorithms: list[str]) -> None:
+    """The settings of the clusterings that will run, checked before any feature model trains."""
     if opts.clusters < 2 or opts.clusters > n_reals:
         raise SynthleakError(f"--clusters {opts.clusters}: must be between 2 and the number of real images ({n_reals})")
     if opts.pca < 0:
         raise SynthleakError("--set pca=N: N must be 0 (off) or positive")
-    if opts.gmm_cov not in ("diag", "full", "spherical", "tied"):
+    if "gmm" in algorithms and opts.gmm_cov not in ("diag", "full", "spherical", "tied"):
         raise SynthleakError(f"--set gmm_cov={opts.gmm_cov}: expected diag, full, spherical or tied")
-    if opts.affinity not in ("rbf", "nn"):
+    if "spectral" in algorithms and opts.affinity not in ("rbf", "nn"):
         raise SynthleakError(f"--set affinity={opts.affinity}: expected rbf or nn")
 
 
@@ -253,15 +253,15 @@ class SeedAEClustering(ScoringMethod):
         data, opts = audit.data, self.settings
         if data.real_unknown is None and not data.has_labelled:
             raise SynthleakError("clustering needs real images to classify (real_unknown/ or labelled reals)")
+        names = [self.algorithm] + ([a for a in ALGORITHMS if a != self.algorithm] if opts.variants else [])
         _check_options(opts, (len(data.labelled()[1]) if data.has_labelled else 0)
-                       + (len(data.real_unknown) if data.real_unknown is not None else 0))
+                       + (len(data.real_unknown) if data.real_unknown is not None else 0), names)
         self.has_labelled = data.has_labelled
         emb = audit.embedding(replace(self.cfg, feature_space=opts.features), need_synthetic=not data.has_labelled)
         reals = emb.reals.astype(np.float64)
         k = opts.clusters
         x, s = _standardise_and_reduce(reals, None if emb.synthetic is None else emb.synthetic.astype(np.float64),
                                        self.cfg)
-        names = [self.algorithm] + ([a for a in ALGORITHMS if a != self.algorithm] if opts.variants else [])
         self.clusterings = {name: CLUSTERERS[name](x, k, self.cfg) for name in names}
         self.space, self.x, self.s = opts.features, x, s
         n_lab = emb.n_labelled
