@@ -174,6 +174,9 @@ class ScoringMethod(Method):
     needs_synthetic: ClassVar[bool] = True
     #: whether its feature rows are a space for real images (the difficulty calibration's neighbourhoods)
     reports_features: ClassVar[bool] = True
+    #: whether it learns from the labelled reals when the audit has them (cross-fitted then) and works label-free
+    #: without them (the paper's methods)
+    uses_labels_when_given: ClassVar[bool] = False
 
     @property
     def reference_classes(self) -> tuple[int, ...]:
@@ -182,9 +185,8 @@ class ScoringMethod(Method):
         return ()
 
     def learns_from_labels(self, audit: AuditContext) -> bool:
-        """Whether this run fits on labels, and is therefore cross-fitted (a method that uses labels when the audit
-        has them and works without them answers audit.data.has_labelled)."""
-        return bool(self.reference_classes)
+        """Whether this run fits on labels, and is therefore cross-fitted."""
+        return bool(self.reference_classes) or (self.uses_labels_when_given and audit.data.has_labelled)
 
     def prepare(self, audit: AuditContext) -> Embedding:
         """The audit's images in the method's feature space: the audit's shared embedding, or for a method with a

@@ -245,9 +245,7 @@ class SeedAEClustering(ScoringMethod):
     Settings = ClusterOptions
     algorithm = "kmeans"
     reports_features = False
-
-    def learns_from_labels(self, audit: AuditContext) -> bool:
-        return audit.data.has_labelled
+    uses_labels_when_given = True
 
     def prepare(self, audit: AuditContext) -> Embedding:
         data, opts = audit.data, self.settings
@@ -286,7 +284,7 @@ class SeedAEClustering(ScoringMethod):
 
     def trained_on(self, embedding: Embedding) -> dict:
         k = self.settings.clusters
-        return {**embedding.trained_on,
+        return {**super().trained_on(embedding),
                 "clustering": (f"{len(self.x)} reals (labelled + real_unknown) without labels, "
                                f"'{self.space}' features, {self.x.shape[1]} dims, k={k}"),
                 "cluster->label mapping": ("labelled reals (out-of-fold for labelled scores)" if self.has_labelled

@@ -337,9 +337,7 @@ class SeedDCLGAN(ScoringMethod):
 
     Settings = SeedDCLGANOptions
     reports_features = False
-
-    def learns_from_labels(self, audit: AuditContext) -> bool:
-        return audit.data.has_labelled
+    uses_labels_when_given = True
 
     def prepare(self, audit: AuditContext) -> Embedding:
         data, cfg = audit.data, self.cfg

@@ -225,9 +225,7 @@ class SeedResNetRadiomics(ScoringMethod):
 
     Settings = SeedResNetRadiomicsOptions
     reports_features = False
-
-    def learns_from_labels(self, audit: AuditContext) -> bool:
-        return audit.data.has_labelled
+    uses_labels_when_given = True
 
     def prepare(self, audit: AuditContext) -> Embedding:
         data, cfg = audit.data, self.cfg
@@ -289,7 +287,7 @@ class SeedResNetRadiomics(ScoringMethod):
                         f"Random Forest ({self.n_trees} trees) on {inputs}; score = P(used)"]
 
     def trained_on(self, embedding: Embedding) -> dict:
-        record = dict(embedding.trained_on)
+        record = super().trained_on(embedding)
         if self.has_labelled:
             record["random forest"] = (f"labelled reals ({embedding.n_labelled}), cross-fitted over {self.n_folds} "
                                        f"folds; top-{self.k} features chosen inside each fold")

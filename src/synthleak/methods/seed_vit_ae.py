@@ -113,11 +113,12 @@ class SeedViTAE(ScoringMethod):
 
     Settings = SeedViTAEOptions
     reports_features = False
+    uses_labels_when_given = True
     #: which signal is the score: "classifier" (seed-vit-ae) or "recon" (seed-vit-ae-recon)
     main = "classifier"
 
     def learns_from_labels(self, audit: AuditContext) -> bool:
-        return self.main == "classifier" or audit.data.has_labelled
+        return self.main == "classifier" or super().learns_from_labels(audit)  # the classifier needs labels
 
     def prepare(self, audit: AuditContext) -> Embedding:
         data, cfg = audit.data, self.cfg
@@ -183,7 +184,7 @@ class SeedViTAE(ScoringMethod):
         return notes + [_loss_note(self.extractor)]
 
     def trained_on(self, embedding: Embedding) -> dict:
-        record = dict(embedding.trained_on)
+        record = super().trained_on(embedding)
         if self.has_labelled:
             record["classifier"] = (f"labelled reals ({int(self.y.sum())} used + {int((1 - self.y).sum())} not "
                                     f"used), nested CV: {self.n_outer} outer x {self.inner} inner folds")
